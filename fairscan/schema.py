@@ -1,0 +1,305 @@
+"""The one schema for fairscan's two tables: manifests (one row per image to train on) and predictions
+(one row per image a model scored). Every stage reads and writes them through this module.
+
+Manifest columns: ``image_id`` (unique), ``path``, ``patient_id``, ``study_id``, ``view``, ``sex``
+(``Male``/``Female``), ``age`` (years), ``race`` (``White``/``Asian``/``Black`` in the paper's cohort),
+``split`` (``train``/``validate``/``test``), and ``label_<id>`` per label (1.0, 0.0, NaN = masked).
+
+Predictions columns: ``image_id`` (unique), ``patient_id``, attribute columns, and per label
+``label_<id>`` (1, 0, or empty = masked) plus ``prob_<id>`` in [0, 1] (``logit_<id>`` accepted instead).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from fairscan.errors import InputError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+# CheXpert's 14 observations, in train.csv order: id -> the column name in CheXpert's CSVs.
+CHEXPERT_LABELS: dict[str, str] = {
+    "no_finding": "No Finding",
+    "enlarged_cardiomediastinum": "Enlarged Cardiomediastinum",
+    "cardiomegaly": "Cardiomegaly",
+    "lung_opacity": "Lung Opacity",
+    "lung_lesion": "Lung Lesion",
+    "edema": "Edema",
+    "consolidation": "Consolidation",
+    "pneumonia": "Pneumonia",
+    "atelectasis": "Atelectasis",
+    "pneumothorax": "Pneumothorax",
+    "pleural_effusion": "Pleural Effusion",
+    "pleural_other": "Pleural Other",
+    "fracture": "Fracture",
+    "support_devices": "Support Devices",
+}
+
+# NIH ChestX-ray14's own 14 findings: id -> the spelling in Data_Entry_2017.csv's Finding Labels.
+NIH_LABELS: dict[str, str] = {
+    "atelectasis": "Atelectasis",
+    "cardiomegaly": "Cardiomegaly",
+    "effusion": "Effusion",
+    "infiltration": "Infiltration",
+    "mass": "Mass",
+    "nodule": "Nodule",
+    "pneumonia": "Pneumonia",
+    "pneumothorax": "Pneumothorax",
+    "consolidation": "Consolidation",
+    "edema": "Edema",
+    "emphysema": "Emphysema",
+    "fibrosis": "Fibrosis",
+    "pleural_thickening": "Pleural_Thickening",
+    "hernia": "Hernia",
+}
+
+SPLITS = ("train", "validate", "test")
+SEXES = ("Male", "Female")
+RACES = ("White", "Asian", "Black")
+MANIFEST_COLUMNS = ("image_id", "path", "patient_id", "study_id", "view", "sex", "age", "race", "split")
+SCHEMA_VERSION = "fairscan.predictions/1"
+LABEL_PREFIX, PROB_PREFIX, LOGIT_PREFIX = "label_", "prob_", "logit_"
+_ID_RE = re.compile(r"^[a-z0-9][a-z0-9_]*$")
+
+
+def label_id(name: str) -> str:
+    """A dataset's label spelling as a snake_case id: 'Pleural Effusion' -> 'pleural_effusion'."""
+    return re.sub(r"[^a-z0-9]+", "_", name.strip().lower()).strip("_")
+
+
+def label_ids(df: pd.DataFrame, prefix: str = LABEL_PREFIX) -> list[str]:
+    """Label ids in column order, from the ``label_<id>`` columns."""
+    return [c[len(prefix) :] for c in df.columns if c.startswith(prefix)]
+
+
+# ----------------------------------------------------------------------------------------------- manifests
+
+
+def validate_manifest(df: pd.DataFrame, source: str | os.PathLike = "manifest") -> pd.DataFrame:
+    """Check a manifest against the schema; return it with canonical dtypes."""
+    import numpy as np
+    import pandas as pd
+
+    missing = [c for c in MANIFEST_COLUMNS if c not in df.columns]
+    if missing:
+        raise InputError(
+            f"{source}: manifest lacks column(s) {', '.join(missing)}",
+            hint="manifests are written by `fairscan prepare`; re-run it, or add the columns",
+        )
+    labels = label_ids(df)
+    if not labels:
+        raise InputError(f"{source}: manifest has no label_<id> columns")
+    _check_unique(df, "image_id", source)
+    bad_split = sorted(set(df["split"].dropna().astype(str)) - set(SPLITS))
+    if bad_split or df["split"].isna().any():
+        raise InputError(
+            f"{source}: column split has values outside {'/'.join(SPLITS)}: {bad_split or ['<empty>']}"
+        )
+    out = df.copy()
+    for col in ("image_id", "path", "patient_id", "study_id", "split"):
+        out[col] = out[col].astype(str)
+    for col in ("view", "sex", "race"):
+        out[col] = out[col].astype("string")
+    out["age"] = pd.to_numeric(out["age"], errors="coerce").astype("float64")
+    for lab in labels:
+        values = pd.to_numeric(out[LABEL_PREFIX + lab], errors="coerce")
+        bad = ~(values.isna() | values.isin([0.0, 1.0]))
+        if bad.any():
+            raise InputError(
+                f"{source}: column label_{lab} has values outside 1 / 0 / empty "
+                f"(first at image_id {out['image_id'][bad.idxmax()]}: {out[LABEL_PREFIX + lab][bad.idxmax()]!r})",
+                hint="apply a label policy when preparing (see `fairscan prepare --help`)",
+            )
+        out[LABEL_PREFIX + lab] = values.astype(np.float64)
+    return out
+
+
+def read_manifest(path: str | os.PathLike, split: str | None = None) -> pd.DataFrame:
+    """Read ``manifest.parquet`` (or a folder holding one), optionally only one split."""
+    from fairscan.io import read_table
+
+    path = Path(path)
+    if path.is_dir():
+        path = path / "manifest.parquet"
+    df = validate_manifest(read_table(path), path)
+    if split is not None:
+        if split not in SPLITS:
+            raise InputError(f"unknown split {split!r}", hint=f"use one of {', '.join(SPLITS)}")
+        df = df[df["split"] == split].reset_index(drop=True)
+        if df.empty:
+            raise InputError(f"{path}: the {split} split is empty", hint="check how the manifest was split")
+    return df
+
+
+def _check_unique(df: pd.DataFrame, col: str, source) -> None:
+    dup = df[col][df[col].duplicated()]
+    if len(dup):
+        raise InputError(
+            f"{source}: column {col} must be unique; {dup.nunique()} value(s) repeat, e.g. {dup.iloc[0]!r}",
+            hint="each row is one image: drop or rename the duplicates",
+        )
+
+
+# --------------------------------------------------------------------------------------------- predictions
+
+
+@dataclass
+class Predictions:
+    """A validated predictions table: one row per image, probabilities and labels per label id.
+
+    ``frame`` keeps ``image_id``, ``patient_id`` (if present), attribute columns, ``label_<id>`` (float,
+    NaN = masked) and ``prob_<id>`` (float in [0, 1]) for every id in ``labels``.
+    """
+
+    frame: pd.DataFrame
+    labels: list[str]
+    source: str = "predictions"
+    provenance: dict = field(default_factory=dict)
+
+    @property
+    def has_patients(self) -> bool:
+        return "patient_id" in self.frame.columns and self.frame["patient_id"].notna().all()
+
+    def y(self, lab: str):
+        return self.frame[LABEL_PREFIX + lab].to_numpy(dtype="float64")
+
+    def p(self, lab: str):
+        return self.frame[PROB_PREFIX + lab].to_numpy(dtype="float64")
+
+    @property
+    def attribute_columns(self) -> list[str]:
+        skip = {"image_id", "patient_id", "path", "study_id", "split"}
+        return [
+            c
+            for c in self.frame.columns
+            if c not in skip and not c.startswith((LABEL_PREFIX, PROB_PREFIX, LOGIT_PREFIX))
+        ]
+
+
+def validate_predictions(df: pd.DataFrame, source: str | os.PathLike = "predictions") -> Predictions:
+    """Check a predictions table against the schema, converting ``logit_<id>`` to ``prob_<id>``."""
+    import numpy as np
+    import pandas as pd
+
+    source = str(source)
+    if df.empty:
+        raise InputError(f"{source}: the predictions table has no rows")
+    if "image_id" not in df.columns:
+        raise InputError(
+            f"{source}: missing column image_id",
+            hint="a predictions file needs image_id, label_<id> and prob_<id> columns; "
+            "map other formats with --mapping (see README, 'The predictions format')",
+        )
+    _check_unique(df, "image_id", source)
+    out = df.copy()
+    out["image_id"] = out["image_id"].astype(str)
+    if "patient_id" in out.columns:
+        out["patient_id"] = out["patient_id"].astype("string")
+    labels = label_ids(out)
+    score_ids = set(label_ids(out, PROB_PREFIX)) | set(label_ids(out, LOGIT_PREFIX))
+    if not labels:
+        raise InputError(f"{source}: no label_<id> columns", hint="each label needs label_<id> and prob_<id>")
+    for lab in labels:
+        if not _ID_RE.match(lab):
+            raise InputError(f"{source}: label id {lab!r} is not snake_case (column label_{lab})")
+    without_scores = [lab for lab in labels if lab not in score_ids]
+    if without_scores:
+        raise InputError(
+            f"{source}: label(s) {', '.join(without_scores)} have no prob_<id> or logit_<id> column",
+            hint="add prob_<id> (a probability in [0, 1]) or logit_<id> for each label_<id>",
+        )
+    for lab in labels:
+        ycol = LABEL_PREFIX + lab
+        y = pd.to_numeric(out[ycol], errors="coerce")
+        non_numeric = out[ycol].notna() & y.isna()
+        bad = non_numeric | ~(y.isna() | y.isin([0.0, 1.0]))
+        if bad.any():
+            i = bad.idxmax()
+            raise InputError(
+                f"{source}: column {ycol} must hold 1, 0 or empty; row {i} (image_id "
+                f"{out['image_id'][i]}) has {out[ycol][i]!r}",
+                hint="recode uncertain labels before auditing (e.g. -1 to empty to mask them)",
+            )
+        out[ycol] = y.astype(np.float64)
+        pcol, lcol = PROB_PREFIX + lab, LOGIT_PREFIX + lab
+        if pcol in out.columns:
+            p = pd.to_numeric(out[pcol], errors="coerce")
+            bad = p.isna() | (p < 0) | (p > 1)
+            if bad.any():
+                i = bad.idxmax()
+                raise InputError(
+                    f"{source}: column {pcol} must hold probabilities in [0, 1]; row {i} (image_id "
+                    f"{out['image_id'][i]}) has {out[pcol][i]!r}",
+                    hint="give logits as logit_<id> instead, and fill or drop missing predictions",
+                )
+            out[pcol] = p.astype(np.float64)
+        else:
+            z = pd.to_numeric(out[lcol], errors="coerce")
+            if (~np.isfinite(z)).any():
+                i = (~np.isfinite(z)).idxmax()
+                raise InputError(f"{source}: column {lcol} has a missing or infinite value at row {i}")
+            out[pcol] = 1.0 / (1.0 + np.exp(-z.astype(np.float64)))
+            out = out.drop(columns=[lcol])
+    return Predictions(frame=out, labels=labels, source=source)
+
+
+def read_predictions(path: str | os.PathLike, mapping: dict | None = None) -> Predictions:
+    """Read and validate a predictions file; an explicit ``mapping`` converts outside formats first."""
+    from fairscan.io import read_table
+
+    if mapping:
+        from fairscan.fairness.mapping import apply_mapping
+
+        df = apply_mapping(path, mapping)
+    else:
+        df = read_table(path, dtype={"image_id": str, "patient_id": str})
+    preds = validate_predictions(df, path)
+    preds.provenance = _read_provenance(path)
+    return preds
+
+
+def _read_provenance(path) -> dict:
+    """Provenance that `predict` and `ensemble` store in the parquet's key-value metadata."""
+    import json
+
+    if not str(path).endswith(".parquet"):
+        return {}
+    try:
+        import pyarrow.parquet as pq
+
+        meta = pq.read_schema(path).metadata or {}
+        raw = meta.get(b"fairscan")
+        return json.loads(raw) if raw else {}
+    except Exception:
+        return {}
+
+
+def write_predictions(df: pd.DataFrame, path: str | os.PathLike, provenance: dict | None = None) -> Path:
+    """Write a predictions table (validated first) atomically; parquet files carry ``provenance``."""
+    import json
+
+    from fairscan.io import atomic_path, table_format, write_table
+
+    validate_predictions(df, path)
+    if table_format(path) != "parquet":
+        return write_table(df, path)
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    meta = dict(table.schema.metadata or {})
+    meta[b"fairscan"] = json.dumps({"schema": SCHEMA_VERSION, **(provenance or {})}, default=str).encode()
+    table = table.replace_schema_metadata(meta)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+    return Path(path)
+
+
+def finite(x: float | None) -> bool:
+    return x is not None and not (isinstance(x, float) and math.isnan(x))
