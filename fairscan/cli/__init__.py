@@ -14,12 +14,17 @@ from typer.core import TyperGroup
 from typer.exceptions import Abort, Exit, TyperException
 
 from fairscan import __version__
-from fairscan.cli._common import err_console, state
+from fairscan.cli._common import err_console, expand_greedy, state
 from fairscan.errors import FairscanError
 
 
 class _ErrorMappingGroup(TyperGroup):
     """Runs a subcommand and maps errors to exit codes, with a traceback only under ``--debug``."""
+
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
+        if ctx.parent is None:
+            args = expand_greedy(list(args))
+        return super().parse_args(ctx, args)
 
     def invoke(self, ctx: typer.Context):
         try:

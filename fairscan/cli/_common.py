@@ -31,3 +31,43 @@ def not_built(command: str, issue: str) -> None:
     from fairscan.errors import NotBuiltError
 
     raise NotBuiltError(f"`fairscan {command}` is not built yet (planned: {issue})")
+
+
+# Options that take several values after one flag (`--attrs sex race`). Click options take one value per
+# flag, so the root group rewrites `--attrs sex race` into `--attrs sex --attrs race` before parsing.
+# A value list ends at the next option, and where the flag says so (True) at a token naming a table file,
+# which is then a positional argument again (`fairscan audit --attrs sex race preds.parquet`).
+GREEDY_OPTIONS: dict[str, dict[str, bool]] = {
+    "audit": {"--attrs": True, "--labels": True, "--names": True},
+    "ensemble": {"--weights": True, "--labels": True},
+    "pretrain": {"--manifest": False},
+}
+_TABLE_SUFFIXES = (".parquet", ".csv", ".csv.gz", ".tsv")
+
+
+def expand_greedy(args: list[str]) -> list[str]:
+    command = next((a for a in args if not a.startswith("-")), None)
+    greedy = GREEDY_OPTIONS.get(command or "", {})
+    if not greedy:
+        return args
+    out: list[str] = []
+    i = 0
+    while i < len(args):
+        tok = args[i]
+        out.append(tok)
+        i += 1
+        if tok in greedy:
+            first = True
+            while i < len(args) and not args[i].startswith("-"):
+                if (
+                    not first
+                    and greedy[tok]
+                    and (args[i].lower().endswith(_TABLE_SUFFIXES) or "=" in args[i])
+                ):
+                    break
+                if not first:
+                    out.append(tok)
+                out.append(args[i])
+                first = False
+                i += 1
+    return out

@@ -1,12 +1,253 @@
-"""`fairscan audit`: reserved; a later release builds it."""
+"""`fairscan audit`: the fairness audit of one or several prediction files."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
 
-from fairscan.cli._common import not_built
+from fairscan.cli._common import console, err_console, info, warn
+from fairscan.errors import GateFailed, InputError
+
+EXAMPLES = """
+Examples:
+
+  fairscan audit preds.parquet --attrs sex race
+
+  fairscan audit preds.parquet --attrs sex race --balanced-test --thresholds-from val.parquet --out audit/
+
+  fairscan audit mae.parquet medical-mae.parquet --attrs sex race --max-gap 0.05   # compare, gate in CI
+"""
 
 
-def audit(args: list[str] = typer.Argument(None, hidden=True)) -> None:
-    """Not built yet: says so and exits 1."""
-    not_built("audit", "the audit issue")
+def _split_inputs(preds: list[str]) -> tuple[list[str], list[str] | None]:
+    """`NAME=PATH` tokens name a model; plain paths are named after their file."""
+    paths, names = [], []
+    for token in preds:
+        name, sep, path = token.partition("=")
+        if sep and not Path(token).exists():
+            paths.append(path)
+            names.append(name)
+        else:
+            paths.append(token)
+            names.append(None)
+    if any(n is not None for n in names):
+        return paths, [n or Path(p).name.split(".")[0] for n, p in zip(names, paths)]
+    return paths, None
+
+
+def _gate(d: dict, max_gap: float | None, min_auc: float | None) -> list[str]:
+    """Reasons the gate fails for one audit dict (empty when it passes)."""
+    reasons = []
+    name = d.get("model", "model")
+    if min_auc is not None:
+        mean = d["summary"]["mean_auc"]
+        if mean is None or mean < min_auc:
+            reasons.append(f"{name}: mean AUC {_pts(mean)} is below --min-auc {_pts(min_auc)}")
+    if max_gap is not None:
+        for attr, sd in d["summary"]["attrs"].items():
+            gap = sd.get("gap")
+            if gap is None:
+                reasons.append(f"{name}: no {attr} gap could be computed (see the notes)")
+            elif gap > max_gap:
+                reasons.append(
+                    f"{name}: {attr} gap {_pts(gap)} exceeds --max-gap {_pts(max_gap)} "
+                    f"({sd.get('worst_group')} vs {sd.get('best_group')})"
+                )
+    return reasons
+
+
+def _pts(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.2f} points"
+
+
+def audit(
+    preds: Annotated[
+        list[str], typer.Argument(help="Prediction files (parquet/CSV); NAME=PATH names a model.")
+    ],
+    attrs: Annotated[
+        list[str],
+        typer.Option("--attrs", "-a", help="Attributes to audit, e.g. sex race; sex+race = intersectional."),
+    ] = None,
+    labels: Annotated[
+        list[str], typer.Option("--labels", help="Labels to audit (default: all in the file).")
+    ] = None,
+    balanced_test: Annotated[
+        bool,
+        typer.Option("--balanced-test", help="Subgroup AUCs on per-label balanced test sets (METHOD 1)."),
+    ] = False,
+    intervals: Annotated[
+        str, typer.Option(help="bootstrap (patients), delong (single AUCs) or none.")
+    ] = "bootstrap",
+    n_boot: Annotated[int, typer.Option("--n-boot", help="Bootstrap replicates.")] = 1000,
+    ci: Annotated[float, typer.Option("--ci", help="Interval level.")] = 0.95,
+    resample: Annotated[
+        str,
+        typer.Option(help="patient, or image (only when patient_id is unknown; intervals get too narrow)."),
+    ] = "patient",
+    permutations: Annotated[int, typer.Option(help="Permutations for the gaps' p-values (0 = off).")] = 1000,
+    seed: Annotated[int, typer.Option(help="Seed of the bootstrap, balancing and permutations.")] = 0,
+    min_count: Annotated[
+        int, typer.Option("--min-count", help="Fewest positives and negatives a subgroup needs for an AUC.")
+    ] = 10,
+    age_bins: Annotated[
+        str, typer.Option("--age-bins", help="Edges of the age groups, in years.")
+    ] = "40,60,80",
+    thresholds_from: Annotated[
+        Path,
+        typer.Option("--thresholds-from", help="Validation predictions to set thresholds on (TPR/FPR/FNR)."),
+    ] = None,
+    tune_on_test: Annotated[
+        bool,
+        typer.Option("--tune-thresholds-on-test", help="Set thresholds on the audited file (labelled so)."),
+    ] = False,
+    target_fpr: Annotated[
+        float, typer.Option("--target-fpr", help="Global FPR the thresholds aim at.")
+    ] = 0.2,
+    mapping: Annotated[
+        Path, typer.Option("--mapping", help="YAML/JSON mapping for outside formats (see README).")
+    ] = None,
+    names: Annotated[list[str], typer.Option("--names", help="Model names, one per file.")] = None,
+    reference: Annotated[str, typer.Option("--reference", help="Model the others are compared with.")] = None,
+    max_gap: Annotated[
+        float, typer.Option("--max-gap", help="Gate: fail (exit 3) if a headline gap exceeds this fraction.")
+    ] = None,
+    min_auc: Annotated[
+        float, typer.Option("--min-auc", help="Gate: fail (exit 3) if mean AUC is below this.")
+    ] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the audit as JSON on stdout.")] = False,
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Write audit.json, report.md and report.html here.")
+    ] = None,
+    compact: Annotated[bool, typer.Option(help="Shorter console report.")] = False,
+) -> None:
+    """Audit predictions for subgroup fairness: AUC per label and subgroup, gaps, intervals, p-values.
+
+    AUCs and gaps are fractions in JSON and AUC points (x100) in the console and reports.
+    """
+    from fairscan.fairness.audit import AuditConfig
+    from fairscan.fairness.mapping import load_mapping
+
+    for gate, flag in ((max_gap, "--max-gap"), (min_auc, "--min-auc")):
+        if gate is not None and not 0 <= gate <= 1:
+            raise InputError(
+                f"{flag} {gate:g} is not a fraction",
+                hint=f"gaps and AUCs are fractions: 5 AUC points is {flag} {gate / 100:g}",
+            )
+    settings = dict(
+        intervals=intervals,
+        n_boot=n_boot,
+        ci_level=ci,
+        resample=resample,
+        permutations=permutations,
+        seed=seed,
+        balanced_test=balanced_test,
+        min_pos=min_count,
+        min_neg=min_count,
+        age_bins=_floats(age_bins, "--age-bins"),
+        target_fpr=target_fpr,
+        tune_thresholds_on_test=tune_on_test,
+    )
+    if attrs:
+        settings["attrs"] = attrs
+    if labels:
+        settings["labels"] = labels
+    if thresholds_from is not None and tune_on_test:
+        raise InputError("--thresholds-from and --tune-thresholds-on-test exclude each other")
+    paths, given_names = _split_inputs(preds)
+    names = names or given_names
+    cfg = _config(AuditConfig, settings)
+    the_mapping = load_mapping(mapping) if mapping else None
+    loaded = [_read(p, the_mapping) for p in paths]
+    thresholds = _read(thresholds_from, the_mapping) if thresholds_from else None
+
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+    )
+    with progress:
+        if len(loaded) == 1:
+            from fairscan.fairness.audit import audit as run_audit
+
+            result = run_audit(
+                loaded[0],
+                config=cfg,
+                thresholds_from=thresholds,
+                name=(names or [None])[0],
+                progress=progress,
+            )
+            d = result.to_dict()
+            audits = [d]
+        else:
+            from fairscan.fairness.compare import compare
+
+            result = compare(
+                loaded,
+                config=cfg,
+                names=names,
+                reference=reference,
+                thresholds_from=thresholds,
+                progress=progress,
+            )
+            d = result.to_dict()
+            audits = list(d["models"].values())
+
+    reasons = [r for a in audits for r in _gate(a, max_gap, min_auc)]
+    if max_gap is not None or min_auc is not None:
+        gate = {"max_gap": max_gap, "min_auc": min_auc, "passed": not reasons, "reasons": reasons}
+        d["gate"] = gate
+        for a in audits:
+            a["gate"] = gate
+    for note in d.get("notes", []):
+        warn(note)
+    if json_out:
+        import json
+
+        typer.echo(json.dumps(d, indent=2))
+    else:
+        from fairscan.report import render
+
+        render(d, console, compact=compact)
+    if out is not None:
+        from fairscan.report import write_report
+
+        written = write_report(d, out)
+        info("wrote " + ", ".join(str(p) for p in written.values()))
+    if reasons:
+        raise GateFailed(reasons[0] + (f" (and {len(reasons) - 1} more)" if len(reasons) > 1 else ""))
+
+
+def _read(path, mapping):
+    from fairscan.schema import read_predictions
+
+    return read_predictions(path, mapping=mapping)
+
+
+def _floats(text: str, flag: str) -> list[float]:
+    try:
+        values = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError as exc:
+        raise InputError(f"{flag} {text!r}: give numbers separated by commas, e.g. 40,60,80") from exc
+    if not values:
+        raise InputError(f"{flag}: give at least one edge")
+    return values
+
+
+def _config(cls, settings: dict):
+    from pydantic import ValidationError
+
+    try:
+        return cls(**settings)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        option = "--" + str(first["loc"][0]).replace("_", "-")
+        raise InputError(f"{option}: {first['msg']}") from exc
+
+
+audit.__doc__ = (audit.__doc__ or "") + EXAMPLES

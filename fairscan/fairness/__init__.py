@@ -1,0 +1,1 @@
+"""Fairness metrics: AUC kernels, the audit, model comparison, ensembling and outside-format mapping."""
