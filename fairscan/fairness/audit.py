@@ -575,35 +575,56 @@ class _Auditor:
         return out
 
     def _permutation_test(self, data, used, summary_point) -> dict[str, float | None]:
-        """p-value of each headline gap: patients' group labels shuffled, the gap recomputed (METHOD 7)."""
+        """p-value of each headline gap: patients' group labels shuffled, the gap recomputed (METHOD 7).
+
+        All attributes are permuted independently but share one sweep per label and permutation. An
+        attribute that varies within patients (age bins across visits) is permuted between images instead.
+        """
         cfg = self.cfg
-        p_values: dict[str, float | None] = {}
         if cfg.balanced_test:
             self.notes.append("permutation p-values use the full test set, not the balanced sets")
-        for ai, a in enumerate(self.attrs):
-            labs = used[a.name]
-            observed = summary_point["attrs"].get(a.name, {}).get("gap")
-            if not labs or observed is None or np.isnan(observed[0]):
-                p_values[a.name] = None
-                continue
+        p_values: dict[str, float | None] = {a.name: None for a in self.attrs}
+        observed = {}
+        for a in self.attrs:
+            gap = summary_point["attrs"].get(a.name, {}).get("gap")
+            if used[a.name] and gap is not None and not np.isnan(gap[0]):
+                observed[a.name] = gap[0]
+        tested = [a for a in self.attrs if a.name in observed]
+        for a in tested:
             if a.varies_within_patient:
-                pat_codes, unit = a.codes, np.arange(len(a.codes), dtype=np.int32)
                 self.notes.append(f"{a.name} varies within patients: its permutation test shuffles images")
-            else:
-                pat_codes, unit = self.patient_codes[a.name], None
-            exceed, total = 0, 0
-            for perm in permuted_codes(pat_codes, cfg.permutations, cfg.seed, ai):
-                means = np.zeros((len(perm), len(a.groups)))
-                for lab in labs:
-                    r = data[lab]
-                    units = r.pat if unit is None else unit[r.order]
-                    means += kernels.permuted_group_aucs(r.y, units, r.tied, perm, len(a.groups))
-                means /= len(labs)
-                gaps = means.max(axis=1) - means.min(axis=1)
-                exceed += int((gaps >= observed[0] - 1e-12).sum())
-                total += len(perm)
-            p_values[a.name] = (1 + exceed) / (1 + total)
+        for by_image in (False, True):
+            attrs = [a for a in tested if a.varies_within_patient == by_image]
+            if attrs:
+                p_values.update(self._permute(data, used, observed, attrs, by_image))
         return p_values
+
+    def _permute(self, data, used, observed, attrs: list[_Attr], by_image: bool) -> dict[str, float]:
+        cfg = self.cfg
+        offsets = np.cumsum([0] + [len(a.groups) for a in attrs])
+        n_seg = int(offsets[-1])
+        codes = [a.codes if by_image else self.patient_codes[a.name] for a in attrs]
+        streams = [permuted_codes(c, cfg.permutations, cfg.seed, self.attrs.index(a)) for c, a in zip(codes, attrs)]
+        labs = [lab for lab in self.labels if any(lab in used[a.name] for a in attrs)]
+        exceed = dict.fromkeys((a.name for a in attrs), 0)
+        total = 0
+        for chunk in zip(*streams):
+            unit_seg = np.stack(
+                [np.where(c >= 0, c + off, n_seg) for c, off in zip(chunk, offsets[:-1])], axis=2
+            ).astype(np.int32)
+            sums = np.zeros((len(chunk[0]), n_seg))
+            for lab in labs:
+                r = data[lab]
+                units = r.order.astype(np.int32) if by_image else r.pat
+                sums += kernels.permuted_segment_aucs(r.y, units, r.tied, unit_seg, n_seg) * np.repeat(
+                    [lab in used[a.name] for a in attrs], np.diff(offsets)
+                )
+            for j, a in enumerate(attrs):
+                means = sums[:, offsets[j] : offsets[j + 1]] / len(used[a.name])
+                gaps = means.max(axis=1) - means.min(axis=1)
+                exceed[a.name] += int((gaps >= observed[a.name] - 1e-12).sum())
+            total += len(chunk[0])
+        return {name: (1 + k) / (1 + total) for name, k in exceed.items()}
 
     def _thresholds(self, data) -> dict[str, Any] | None:
         """Per-label thresholds at a global FPR, from validation predictions (or the audited file if asked)."""

@@ -17,11 +17,12 @@ from numba import njit, prange
 
 
 @njit(cache=True, nogil=True)
-def _sweep(y, pat, seg, tied, n_seg, weights, out):
-    """One pass over rows sorted by score; ``seg[i, m]`` lists the segments (subgroups) row i belongs to
-    (``n_seg`` = none: a scratch slot that is never read), ``weights[pat[i]]`` is its weight and ``tied[i]``
-    says row i+1 has the same score. Writes one AUC per segment into ``out`` (NaN when a segment lacks
-    positive or negative weight).
+def _sweep(y, pat, seg, seg_row, tied, n_seg, weights, out):
+    """One pass over rows sorted by score; ``seg[seg_row[i], m]`` lists the segments (subgroups) row i
+    belongs to (``n_seg`` = none: a scratch slot that is never read), ``weights[pat[i]]`` is its weight and
+    ``tied[i]`` says row i+1 has the same score. Writes one AUC per segment into ``out`` (NaN when a segment
+    lacks positive or negative weight). ``seg_row`` lets the segments be given per row (the bootstrap) or
+    per patient (permutations, which shuffle patients' groups).
 
     The common path has no data-dependent branch but the label's: zero weights and missing groups are
     accumulated like any other (into nothing, or the scratch slot), which measured twice as fast as
@@ -38,21 +39,22 @@ def _sweep(y, pat, seg, tied, n_seg, weights, out):
     while i < n:
         if not tied[i]:  # a score of its own: the usual case for probabilities
             w = weights[pat[i]]
+            r = seg_row[i]
             if y[i]:
                 for m in range(n_cols):
-                    k = seg[i, m]
+                    k = seg[r, m]
                     num[k] += w * neg_below[k]
                     tot_pos[k] += w
             else:
                 for m in range(n_cols):
-                    neg_below[seg[i, m]] += w
+                    neg_below[seg[r, m]] += w
             i += 1
             continue
         j = i  # a block of tied scores: a tied negative counts half
         while True:
             w = weights[pat[j]]
             for m in range(n_cols):
-                k = seg[j, m]
+                k = seg[seg_row[j], m]
                 if y[j]:
                     blk_pos[k] += w
                 else:
@@ -62,7 +64,7 @@ def _sweep(y, pat, seg, tied, n_seg, weights, out):
                 break
         for r in range(i, j):  # close the block once per segment it touched
             for m in range(n_cols):
-                k = seg[r, m]
+                k = seg[seg_row[r], m]
                 if blk_pos[k] != 0.0 or blk_neg[k] != 0.0:
                     num[k] += blk_pos[k] * (neg_below[k] + 0.5 * blk_neg[k])
                     neg_below[k] += blk_neg[k]
@@ -93,28 +95,24 @@ def ties(sorted_scores: np.ndarray) -> np.ndarray:
 def segment_aucs(y, pat, seg, tied, n_seg, weights):
     """AUC of every segment for every row of ``weights`` (replicates x patients) -> (replicates, n_seg).
 
-    ``seg`` holds segment ids, with ``n_seg`` for "no segment" (see :func:`segments`)."""
+    ``seg`` (rows x columns) holds segment ids, with ``n_seg`` for "no segment" (see :func:`segments`)."""
     n_rep = weights.shape[0]
     out = np.empty((n_rep, n_seg))
+    rows = np.arange(y.shape[0])
     for b in prange(n_rep):
-        _sweep(y, pat, seg, tied, n_seg, weights[b], out[b])
+        _sweep(y, pat, seg, rows, tied, n_seg, weights[b], out[b])
     return out
 
 
 @njit(cache=True, parallel=True)
-def permuted_group_aucs(y, pat, tied, group_of_patient, n_groups):
-    """AUC per group when each patient's group is taken from a row of ``group_of_patient`` (permutations x
-    patients, -1 = no group); unit weights -> (permutations, n_groups)."""
-    n_perm = group_of_patient.shape[0]
-    n = y.shape[0]
-    out = np.empty((n_perm, n_groups))
-    ones = np.ones(group_of_patient.shape[1])
+def permuted_segment_aucs(y, unit, tied, unit_seg, n_seg):
+    """AUC of every segment when segments are given per resampling unit (patient) by each of the tables
+    ``unit_seg`` (permutations x units x columns; ``n_seg`` = none), unit weights -> (permutations, n_seg)."""
+    n_perm = unit_seg.shape[0]
+    out = np.empty((n_perm, n_seg))
+    ones = np.ones(unit_seg.shape[1])
     for b in prange(n_perm):
-        seg = np.empty((n, 1), dtype=np.int32)
-        for i in range(n):
-            g = group_of_patient[b, pat[i]]
-            seg[i, 0] = g if g >= 0 else n_groups
-        _sweep(y, pat, seg, tied, n_groups, ones, out[b])
+        _sweep(y, unit, unit_seg[b], unit, tied, n_seg, ones, out[b])
     return out
 
 
