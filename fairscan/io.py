@@ -18,6 +18,8 @@ from typing import Any
 from fairscan.errors import InputError
 
 TABLE_SUFFIXES = (".parquet", ".csv", ".csv.gz", ".tsv")
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 @contextlib.contextmanager
@@ -28,6 +30,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
+    os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600; shared datasets want the usual mode
     try:
         yield tmp_path
         os.replace(tmp_path, path)

@@ -1,0 +1,203 @@
+"""The torch Dataset behind ``finetune`` and ``predict``: manifest rows to normalised image tensors and targets.
+
+Pixels come from the image cache when the manifest has one (``fairscan.data.cache``), else from the files
+through ``fairscan.data.images.load_resized`` (the same decoder that built the cache), so both give the same
+square uint8 image. The grey image is repeated to three channels; transforms are timm's (METHOD section 4):
+
+- training: RandomResizedCrop to ``image_size`` (bicubic), horizontal flip, RandAugment
+  ``rand-m6-mstd0.5-inc1``, no random erasing, mixup or cutmix; linear probing uses crop and flip only (MAE's
+  linear-probe recipe);
+- evaluation: resize to ``image_size / 0.875`` then centre crop.
+
+Augmentation is reproducible per sample: a training sampler yields ``(epoch, index)`` keys and each sample's
+random draws are seeded from ``(seed, epoch, index)``, in whichever worker process loads it. A run resumed
+mid-epoch therefore sees exactly the images and augmentations an uninterrupted run would.
+
+Each item is ``{"image": float tensor (3, H, W), "target": float tensor (labels,) with NaN where masked,
+"index": row number}``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from fairscan.errors import InputError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+
+RANDAUGMENT = "rand-m6-mstd0.5-inc1"
+CROP_PCT = 0.875
+
+
+def build_transform(
+    image_size: int,
+    *,
+    train: bool,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    randaug: str | None = RANDAUGMENT,
+    interpolation: str = "bicubic",
+    crop_pct: float = CROP_PCT,
+) -> Callable:
+    """timm's transform for a PIL image: training augmentation or the evaluation resize + centre crop."""
+    from timm.data import create_transform
+
+    if train:
+        return create_transform(
+            image_size, is_training=True, auto_augment=randaug or None, interpolation=interpolation,
+            mean=mean, std=std, re_prob=0.0, hflip=0.5, color_jitter=None,
+        )  # fmt: skip
+    return create_transform(
+        image_size, is_training=False, interpolation=interpolation, mean=mean, std=std, crop_pct=crop_pct
+    )
+
+
+def load_size(image_size: int, crop_pct: float = CROP_PCT) -> int:
+    """The square size images are decoded to without a cache: the evaluation resize (256 for 224)."""
+    return int(round(image_size / crop_pct))
+
+
+class ImageDataset:
+    """Rows of a manifest as training or evaluation samples (a map-style ``torch.utils.data.Dataset``)."""
+
+    def __init__(
+        self,
+        frame: pd.DataFrame,
+        *,
+        labels: list[str],
+        transform: Callable,
+        manifest_dir: str | Path,
+        decode_size: int,
+        cache: Any | None = None,
+        seed: int = 0,
+    ):
+        import numpy as np
+
+        missing = [f"label_{lab}" for lab in labels if f"label_{lab}" not in frame.columns]
+        if missing:
+            raise InputError(f"{manifest_dir}: the manifest lacks {', '.join(missing)}")
+        self.frame = frame.reset_index(drop=True)
+        self.labels = list(labels)
+        self.transform = transform
+        self.manifest_dir = Path(manifest_dir)
+        self.decode_size = decode_size
+        self.seed = seed
+        self.image_ids: list[str] = self.frame["image_id"].astype(str).tolist()
+        self.targets = self.frame[[f"label_{lab}" for lab in labels]].to_numpy(dtype=np.float32)
+        self.cache = cache
+        self._cache_rows = None
+        if cache is not None:
+            rows, absent = [], []
+            for image_id in self.image_ids:
+                try:
+                    rows.append(cache.index_of(image_id))
+                except KeyError:
+                    absent.append(image_id)
+            if absent:
+                raise InputError(
+                    f"the image cache lacks {len(absent)} image(s) of the manifest, e.g. {absent[0]}",
+                    hint="rebuild the cache with `fairscan prepare`, or run without it (--no-cache)",
+                )
+            self._cache_rows = rows
+        self._paths: list[Path] | None = None
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+    def pixels(self, i: int) -> np.ndarray:
+        """Row ``i``'s image as a square uint8 array."""
+        if self._cache_rows is not None:
+            return self.cache.get(self._cache_rows[i])
+        if self._paths is None:
+            from fairscan.data.images import resolve_image_paths
+
+            self._paths = resolve_image_paths(self.manifest_dir, self.frame["path"].astype(str))
+        from fairscan.data.images import load_resized
+
+        try:
+            return load_resized(self._paths[i], self.decode_size)
+        except FileNotFoundError as exc:
+            raise InputError(
+                f"image {self.image_ids[i]} is missing: {self._paths[i]}",
+                hint="check the manifest's image_root (prepare.json), or re-run `fairscan prepare`",
+            ) from exc
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        import torch
+        from PIL import Image
+
+        epoch, i = key if isinstance(key, tuple) else (None, key)
+        img = Image.fromarray(self.pixels(i)).convert("RGB")
+        if epoch is None:
+            x = self.transform(img)
+        else:
+            with seeded(self.seed, epoch, i):
+                x = self.transform(img)
+        return {"image": x, "target": torch.from_numpy(self.targets[i]), "index": i}
+
+
+@contextlib.contextmanager
+def seeded(*key: int) -> Iterator[None]:
+    """Seed python, numpy and torch from ``key`` for one block, then restore their previous states."""
+    import numpy as np
+    import torch
+
+    seed = int(np.random.SeedSequence([int(k) & 0xFFFFFFFF for k in key]).generate_state(1)[0])
+    py_state, np_state = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+        try:
+            yield
+        finally:
+            random.setstate(py_state)
+            np.random.set_state(np_state)
+
+
+class EpochSampler:
+    """Shuffles ``n`` rows with a seeded permutation per epoch and yields ``(epoch, row)`` keys.
+
+    The permutation depends only on ``(seed, epoch)``, so every process of a distributed run draws the same
+    order (Accelerate then gives each its share of the batches) and a resumed run draws it again.
+    """
+
+    def __init__(self, n: int, seed: int = 0, shuffle: bool = True):
+        self.n, self.seed, self.shuffle, self.epoch = n, seed, shuffle, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        import torch
+
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+            order = torch.randperm(self.n, generator=g).tolist()
+        else:
+            order = range(self.n)
+        return iter([(self.epoch, i) for i in order])
+
+
+def open_cache(manifest_dir: str | Path, cache: str | Path | None = None, *, enabled: bool = True) -> Any:
+    """The manifest's image cache, or None (the loader then decodes the files).
+
+    ``cache`` names a cache folder or file explicitly; otherwise the manifest's complete, up-to-date cache is used
+    when ``fairscan prepare cache`` built one (``ImageCache.find``).
+    """
+    if not enabled:
+        return None
+    from fairscan.data.cache import ImageCache
+
+    if cache is not None:
+        return ImageCache.open(cache)
+    return ImageCache.find(manifest_dir)
