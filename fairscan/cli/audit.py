@@ -204,10 +204,12 @@ def audit(
         d["gate"] = gate
         for a in audits:
             a["gate"] = gate
-    for note in d.get("notes", []):
-        warn(note)
-    if json_out:
+    if json_out:  # the console report lists the notes itself; with --json they go to stderr
         import json
+
+        for a in audits:
+            for note in a.get("notes", []):
+                warn(note if len(audits) == 1 else f"{a['model']}: {note}")
 
         typer.echo(json.dumps(d, indent=2))
     else:
