@@ -1,17 +1,227 @@
-"""`fairscan finetune` and `fairscan predict`: reserved; a later release builds them."""
+"""`fairscan finetune` and `fairscan predict`: thin wrappers over ``fairscan.train.finetune`` and ``.predict``."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Annotated
+
 import typer
 
-from fairscan.cli._common import not_built
+from fairscan.cli._common import console, err_console, state
+
+FINETUNE_HELP = """Fine-tune a named foundation model on a manifest's train split, selecting on validate.
+
+Examples:
+
+  fairscan finetune --model mae --manifest data/chexpert --out runs/mae
+
+  fairscan finetune --model medical-mae --weights vit-b_CXR_0.5M_mae.pth --manifest data/chexpert --out runs/mmae --gpus 4
+
+  fairscan finetune --model mae --arch vit_tiny_patch16_224 --image-size 64 --init random --epochs 2 --cpu --procs 2 --manifest data/synth --out runs/tiny
+
+  fairscan finetune --out runs/mae --resume
+"""
+
+PREDICT_HELP = """Score one split of a manifest with a fine-tuned run; writes the predictions format for `fairscan audit`.
+
+Examples:
+
+  fairscan predict runs/mae --manifest data/chexpert --split test -o preds/mae_test.parquet
+
+  fairscan predict runs/mae --manifest data/chexpert --split validate -o preds/mae_val.parquet
+"""
+
+Model = Annotated[str | None, typer.Option("--model", "-m", help="Registry name (`fairscan models list`).")]
+Manifest = Annotated[Path | None, typer.Option("--manifest", help="manifest.parquet or its folder.")]
+Cpu = Annotated[bool, typer.Option("--cpu", help="Run on the CPU even where a GPU is present.")]
+Gpus = Annotated[
+    int | None, typer.Option("--gpus", min=1, help="GPU processes on this machine (Accelerate).")
+]
+Procs = Annotated[
+    int | None, typer.Option("--procs", min=1, help="Processes on this machine (with --cpu: gloo).")
+]
+Workers = Annotated[int | None, typer.Option("--workers", min=0, help="Data-loading processes per process.")]
+Cache = Annotated[
+    Path | None, typer.Option("--cache", help="An image cache to read (default: the manifest's, if built).")
+]
+NoCache = Annotated[bool, typer.Option("--no-cache", help="Decode image files even where a cache exists.")]
+Precision = Annotated[str | None, typer.Option("--precision", help="auto (bf16 on GPU), bf16 or fp32.")]
+Launched = Annotated[Path | None, typer.Option("--launched-config", hidden=True)]
 
 
-def finetune(args: list[str] = typer.Argument(None, hidden=True)) -> None:
-    """Not built yet: says so and exits 1."""
-    not_built("finetune", "the finetune issue")
+def _processes(gpus: int | None, procs: int | None, cpu: bool) -> int | None:
+    from fairscan.errors import InputError
+
+    if gpus and procs:
+        raise InputError(
+            "--gpus and --procs exclude each other", hint="--gpus N on GPUs; --cpu --procs N on CPUs"
+        )
+    if gpus and cpu:
+        raise InputError("--gpus and --cpu exclude each other", hint="use --cpu --procs N for CPU processes")
+    if gpus:
+        import torch
+
+        if torch.cuda.device_count() < gpus:
+            raise InputError(
+                f"--gpus {gpus}, but this machine has {torch.cuda.device_count()} GPU(s)",
+                hint="use fewer, or --cpu --procs N to run N CPU processes",
+            )
+    return gpus or procs
 
 
-def predict(args: list[str] = typer.Argument(None, hidden=True)) -> None:
-    """Not built yet: says so and exits 1."""
-    not_built("predict", "the finetune issue")
+def finetune(
+    model: Model = None,
+    manifest: Manifest = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="The run folder to write.")] = None,
+    weights: Annotated[
+        str | None, typer.Option("--weights", help="Weights file or fairscan run folder (default: the hub).")
+    ] = None,
+    init: Annotated[
+        str | None, typer.Option("--init", help="'random' for a random init (never implied).")
+    ] = None,
+    linear_probe: Annotated[
+        bool, typer.Option("--linear-probe", help="Frozen backbone, BN + linear head, LARS (MAE's recipe).")
+    ] = False,
+    epochs: Annotated[
+        int | None, typer.Option("--epochs", min=1, help="Default: the model's recipe.")
+    ] = None,
+    arch: Annotated[
+        str | None, typer.Option("--arch", help="Another timm architecture of the same family (tiny tests).")
+    ] = None,
+    image_size: Annotated[
+        int | None, typer.Option("--image-size", min=16, help="Input pixels (224).")
+    ] = None,
+    batch_size: Annotated[
+        int | None, typer.Option("--batch-size", min=1, help="Effective batch (default: the recipe's).")
+    ] = None,
+    accum: Annotated[int | None, typer.Option("--accum", min=1, help="Gradient accumulation steps.")] = None,
+    blr: Annotated[float | None, typer.Option("--blr", help="Base lr, scaled by batch / 256.")] = None,
+    lr: Annotated[float | None, typer.Option("--lr", help="Absolute peak lr (overrides --blr).")] = None,
+    warmup_epochs: Annotated[float | None, typer.Option("--warmup-epochs", min=0)] = None,
+    labels: Annotated[
+        str | None, typer.Option("--labels", help="Comma-separated label ids (default: all in the manifest).")
+    ] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Seed for init, order and augmentation.")] = None,
+    cpu: Cpu = False,
+    gpus: Gpus = None,
+    procs: Procs = None,
+    workers: Workers = None,
+    precision: Precision = None,
+    compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model.")] = False,
+    cache: Cache = None,
+    no_cache: NoCache = False,
+    save_every: Annotated[
+        int | None, typer.Option("--save-every", min=0, help="Steps between mid-epoch checkpoints (500).")
+    ] = None,
+    log_with: Annotated[
+        str | None,
+        typer.Option("--log-with", help="Accelerate trackers: tensorboard, wandb, mlflow (comma list)."),
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint.")
+    ] = False,
+    launched_config: Launched = None,
+) -> None:
+    """Fine-tune a named foundation model; see the examples."""
+    from fairscan.errors import InputError
+    from fairscan.train.finetune import FinetuneConfig
+    from fairscan.train.finetune import finetune as run_finetune
+
+    if launched_config is not None:  # a worker started by --gpus/--procs: settings come resolved
+        raw = json.loads(Path(launched_config).read_text())
+        run_finetune(
+            FinetuneConfig(**raw["config"]), resume=raw["resume"], console=err_console, launched=True
+        )
+        return
+    n = _processes(gpus, procs, cpu)
+    given = {
+        "model": model, "manifest": manifest and str(manifest), "weights": weights, "init": init,
+        "epochs": epochs, "arch": arch, "image_size": image_size, "batch_size": batch_size, "accum": accum,
+        "blr": blr, "lr": lr, "warmup_epochs": warmup_epochs, "seed": seed, "workers": workers,
+        "precision": precision, "cache": cache and str(cache), "save_every": save_every, "procs": n,
+        "labels": [s.strip() for s in labels.split(",") if s.strip()] if labels else None,
+        "trackers": [s.strip() for s in log_with.split(",") if s.strip()] if log_with else None,
+        "linear_probe": linear_probe or None, "cpu": cpu or None, "compile": compile or None,
+        "use_cache": False if no_cache else None,
+    }  # fmt: skip
+    given = {k: v for k, v in given.items() if v is not None}
+    if out is None:
+        raise InputError("--out is required", hint="name the run folder to write (or to --resume)")
+    if not resume:
+        for name in ("model", "manifest"):
+            if name not in given:
+                raise InputError(f"--{name} is required", hint="see `fairscan finetune --help`")
+    elif "model" not in given or "manifest" not in given:
+        saved = Path(out) / "stage.json"
+        if saved.exists():
+            settings = json.loads(saved.read_text()).get("settings", {})
+            given = {"model": settings.get("model"), "manifest": settings.get("manifest"), **given}
+    cfg = _config(FinetuneConfig, {"out": str(out), **given})
+    run_finetune(cfg, resume=resume, console=err_console, debug=state.debug)
+    console.print(str(out / "model.safetensors"), highlight=False, soft_wrap=True)
+
+
+def predict(
+    run: Annotated[Path | None, typer.Argument(help="A run folder written by `fairscan finetune`.")] = None,
+    manifest: Manifest = None,
+    split: Annotated[
+        str, typer.Option("--split", help="test, or validate for the audit's thresholds.")
+    ] = "test",
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Predictions file (.parquet).")
+    ] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 64,
+    cpu: Cpu = False,
+    gpus: Gpus = None,
+    procs: Procs = None,
+    workers: Workers = None,
+    precision: Precision = None,
+    cache: Cache = None,
+    no_cache: NoCache = False,
+    launched_config: Launched = None,
+) -> None:
+    """Write predictions for one split; see the examples."""
+    from fairscan.errors import InputError
+    from fairscan.train.predict import PredictConfig
+    from fairscan.train.predict import predict as run_predict
+
+    if launched_config is not None:
+        raw = json.loads(Path(launched_config).read_text())
+        run_predict(PredictConfig(**raw["config"]), console=err_console, launched=True)
+        return
+    if run is None:
+        raise InputError(
+            "give the run folder to predict with", hint="fairscan predict RUN --manifest M -o preds.parquet"
+        )
+    if manifest is None:
+        raise InputError("--manifest is required", hint="the manifest whose split to score")
+    if output is None:
+        raise InputError("-o/--output is required", hint="e.g. -o preds.parquet")
+    if split not in ("train", "validate", "test"):
+        raise InputError(f"unknown split {split!r}", hint="use test, or validate for the audit's thresholds")
+    n = _processes(gpus, procs, cpu)
+    given = {
+        "run": str(run), "manifest": str(manifest), "out": str(output), "split": split, "batch_size": batch_size,
+        "cpu": cpu, "procs": n or 1, "workers": workers, "precision": precision, "cache": cache and str(cache),
+        "use_cache": not no_cache,
+    }  # fmt: skip
+    cfg = _config(PredictConfig, {k: v for k, v in given.items() if v is not None})
+    path = run_predict(cfg, console=err_console, debug=state.debug)
+    console.print(str(path), highlight=False, soft_wrap=True)
+
+
+def _config(cls, values: dict):
+    """Build a settings model, turning pydantic's validation errors into one InputError line."""
+    from pydantic import ValidationError
+
+    from fairscan.errors import InputError
+
+    try:
+        return cls(**values)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise InputError(
+            f"bad value for {where}: {first['msg']}", hint="see --help for the accepted values"
+        ) from None

@@ -1,0 +1,578 @@
+"""The one training loop, on Hugging Face Accelerate, shared by ``finetune`` and ``pretrain``.
+
+API
+---
+::
+
+    from fairscan.train.loop import Objective, TrainConfig, make_accelerator, train
+
+    accelerator = make_accelerator(cpu=False, precision="auto", accum=1, seed=0)   # also seeds everything
+    model = ...                                  # build after make_accelerator, so initialisation is seeded
+    result = train(MyObjective(model), accelerator=accelerator, train_set=ds, val_set=val_ds,
+                   cfg=TrainConfig(epochs=..., batch_size=..., lr=...), out_dir=run, resume=False)
+
+An :class:`Objective` says what is trained and how it is scored; the loop does everything else:
+
+- ``objective.model``: the ``nn.Module`` to optimise (for MAE the whole MAE module, for fine-tuning the timm
+  classifier). ``loss(model, batch) -> Tensor`` (or ``(Tensor, {name: float})``) gets the prepared model
+  (wrapped for DDP, autocast applied) and a batch already on the device.
+- ``param_groups(cfg)``: the optimiser's groups, each may carry ``lr_scale`` (default: layer-wise decay and no
+  weight decay on 1-D parameters, :func:`fairscan.train.optim.param_groups`).
+- ``train_mode(unwrapped)``: called after ``model.train()`` each epoch (linear probing puts the frozen
+  backbone back in eval mode).
+- ``evaluate(model, loader, accelerator) -> {name: float}``: after every ``eval_every`` epochs on the
+  validation set; use ``accelerator.gather_for_metrics`` so every sample counts exactly once.
+- ``on_epoch_end(unwrapped, epoch, accelerator) -> {name: value}``: after every epoch (and its evaluation), on
+  every process; ``epoch`` is 0-based. For per-epoch side effects such as snapshots; extra metrics are merged.
+- ``select_metric`` / ``select_mode``: the epoch metric that picks the exported model (``val_mean_auc``, max,
+  for fine-tuning; e.g. ``train_loss``, min, from ``select_after_epoch`` on, for pre-training). The loop adds
+  ``train_loss`` (the epoch's mean loss over all processes) to each epoch's metrics. ``None``: the last epoch.
+- ``export(unwrapped) -> state dict``: what ``model.safetensors`` holds (MAE: the encoder alone).
+- ``batch_ids(batch)``: image ids for the non-finite-loss error (default: the dataset's ``image_ids``).
+
+What the loop writes in ``out_dir``: ``model.safetensors`` (atomically, whenever the selection metric improves),
+``metrics.jsonl`` (one JSON object per ``log_every`` steps, ``{"kind": "train", ...}``, and per evaluation,
+``{"kind": "epoch", ...}``), and ``state/`` (``accelerator.save_state`` plus ``progress.json``) every
+``save_every`` optimiser steps and at every epoch end. A checkpoint is written to ``state.next/`` and swapped in
+by renames, so a kill at any moment leaves the previous one intact. ``resume=True`` loads ``state/``, truncates
+``metrics.jsonl`` to the checkpoint's step and continues mid-epoch with ``accelerator.skip_first_batches``; with
+the seeded per-epoch sampler and per-sample augmentation seeds (``fairscan.data.dataset``) and Accelerate's
+saved RNG states, the resumed run ends where an uninterrupted one does.
+
+Schedule: the learning rate is set before every optimiser step, ``lr_at(step) * group["lr_scale"]`` (linear
+warm-up over ``warmup_epochs``, cosine to ``min_lr``). A non-finite loss on any process stops the run with a
+:class:`~fairscan.errors.RunError` naming the step and the batch's image ids; nothing is saved after it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from fairscan.errors import InputError, RunError
+from fairscan.io import atomic_path, write_json
+from fairscan.train.optim import build_optimizer, lr_at, param_groups, set_lr
+
+STATE, STATE_NEXT, STATE_PREV = "state", "state.next", "state.prev"
+PROGRESS = "progress.json"
+METRICS = "metrics.jsonl"
+NON_FINITE = (
+    "non-finite loss ({value}) at step {step} (epoch {epoch}, process {rank}); batch image ids: {ids}"
+)
+
+
+@dataclass
+class TrainConfig:
+    """Everything the loop needs; the caller resolves recipes and presets into it."""
+
+    epochs: int
+    batch_size: int  # effective batch: per-process batch x processes x accumulation steps
+    lr: float  # peak learning rate (already scaled by batch / 256)
+    min_lr: float = 0.0
+    warmup_epochs: float = 0.0
+    weight_decay: float = 0.0
+    layer_decay: float | None = None
+    optimizer: str = "adamw"
+    betas: tuple[float, float] = (0.9, 0.95)
+    accum: int = 1
+    clip_grad: float | None = None
+    seed: int = 0
+    workers: int = 0
+    eval_every: int = 1
+    eval_batch_size: int | None = None
+    save_every: int = 500  # optimiser steps between mid-epoch checkpoints; 0: at epoch ends only
+    log_every: int = 10
+    select_after_epoch: int = 0
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    epochs: int
+    best_metric: float | None
+    best_epoch: int | None
+    last_metrics: dict[str, Any]
+    train_seconds: float
+    images_per_second: float
+    resumed_from_step: int | None = None
+    history: list[dict] = field(default_factory=list)
+
+
+class Objective:
+    """Base objective; subclass and override :meth:`loss` (and whatever else differs)."""
+
+    select_metric: str | None = None
+    select_mode: str = "max"
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+
+    def loss(self, model: nn.Module, batch: Any) -> torch.Tensor | tuple[torch.Tensor, dict[str, float]]:
+        raise TypeError(f"{type(self).__name__} must define loss(model, batch)")
+
+    def param_groups(self, cfg: TrainConfig) -> list[dict]:
+        return param_groups(self.model, weight_decay=cfg.weight_decay, layer_decay=cfg.layer_decay)
+
+    def train_mode(self, unwrapped: nn.Module) -> None:
+        """Called after ``model.train()`` at the start of every epoch."""
+
+    def evaluate(self, model: nn.Module, loader, accelerator) -> dict[str, Any]:
+        return {}
+
+    def on_epoch_end(self, unwrapped: nn.Module, epoch: int, accelerator) -> dict[str, Any]:
+        return {}
+
+    def export(self, unwrapped: nn.Module) -> dict[str, torch.Tensor]:
+        return unwrapped.state_dict()
+
+    def batch_ids(self, batch: Any, dataset: Any) -> list[str]:
+        ids = getattr(dataset, "image_ids", None)
+        if ids is None or not isinstance(batch, dict) or "index" not in batch:
+            return []
+        return [ids[int(i)] for i in batch["index"].tolist()]
+
+
+# ------------------------------------------------------------------------------------------------ set-up
+
+
+def make_accelerator(
+    *,
+    cpu: bool = False,
+    precision: str = "auto",
+    accum: int = 1,
+    seed: int = 0,
+    compile: bool = False,
+    trackers: list[str] | None = None,
+    project_dir: str | os.PathLike | None = None,
+):
+    """An Accelerator for the loop, and every RNG seeded (per process, so DropPath masks differ).
+
+    ``precision``: ``auto`` is bf16 autocast on a GPU and fp32 elsewhere; ``bf16`` or ``fp32`` force it.
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    if precision not in ("auto", "bf16", "fp32"):
+        raise InputError(f"unknown precision {precision!r}", hint="use auto, bf16 or fp32")
+    on_gpu = not cpu and torch.cuda.is_available()
+    mixed = "bf16" if (precision == "bf16" or (precision == "auto" and on_gpu)) else "no"
+    kwargs: dict[str, Any] = {}
+    if compile:
+        from accelerate.utils import TorchDynamoPlugin
+
+        kwargs["dynamo_plugin"] = TorchDynamoPlugin(backend="inductor")
+    acc = Accelerator(
+        cpu=cpu,
+        mixed_precision=mixed,
+        gradient_accumulation_steps=accum,
+        log_with=trackers or None,
+        project_dir=str(project_dir) if project_dir else None,
+        step_scheduler_with_optimizer=False,
+        **kwargs,
+    )
+    set_seed(seed, device_specific=True)
+    return acc
+
+
+def build_loaders(train_set, val_set, *, cfg: TrainConfig, per_process_batch: int, collate_fn=None):
+    """The training loader (seeded per-epoch sampler, whole batches) and the evaluation loader."""
+    from torch.utils.data import DataLoader
+
+    from fairscan.data.dataset import EpochSampler
+
+    common: dict[str, Any] = dict(
+        num_workers=cfg.workers,
+        pin_memory=torch.cuda.is_available(),
+        persistent_workers=cfg.workers > 0,
+        collate_fn=collate_fn,
+    )
+    sampler = EpochSampler(len(train_set), seed=cfg.seed)
+    # Own generators: creating an iterator must not draw from the global RNG that Accelerate checkpoints.
+    train_loader = DataLoader(
+        train_set, batch_size=per_process_batch, sampler=sampler, drop_last=True,
+        generator=torch.Generator().manual_seed(cfg.seed), **common,
+    )  # fmt: skip
+    val_loader = None
+    if val_set is not None:
+        val_loader = DataLoader(
+            val_set, batch_size=cfg.eval_batch_size or per_process_batch * 2, shuffle=False, drop_last=False,
+            generator=torch.Generator().manual_seed(cfg.seed), **common,
+        )  # fmt: skip
+    return train_loader, val_loader, sampler
+
+
+def split_batch(batch_size: int, *, processes: int, accum: int) -> int:
+    """The per-process micro-batch of an effective ``batch_size``; it must divide evenly."""
+    if batch_size % (processes * accum):
+        raise InputError(
+            f"the batch size {batch_size} does not split over {processes} process(es) x {accum} accumulation "
+            "step(s)",
+            hint="choose --batch-size a multiple of processes x --accum",
+        )
+    return batch_size // (processes * accum)
+
+
+# ------------------------------------------------------------------------------------------- bookkeeping
+
+
+@dataclass
+class _Progress:
+    epoch: int = 0  # current epoch (0-based)
+    batch: int = 0  # micro-batches of this epoch already consumed (per process)
+    step: int = 0  # optimiser steps done
+    best: float | None = None
+    best_epoch: int | None = None
+    log_loss: float = 0.0  # running sums since the last log line
+    log_n: int = 0
+    epoch_loss: float = 0.0
+    epoch_n: int = 0
+    world_size: int = 1
+    steps_per_epoch: int = 0
+
+
+class _Metrics:
+    """``metrics.jsonl``: appended by the main process, truncated to a checkpoint's step on resume."""
+
+    def __init__(self, path: Path, main: bool):
+        self.path, self.main = path, main
+
+    def truncate(self, step: int) -> None:
+        if not self.main or not self.path.exists():
+            return
+        keep = []
+        for line in self.path.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue  # a line cut by the kill
+            if rec.get("step", 0) <= step:
+                keep.append(line)
+        with atomic_path(self.path) as tmp:
+            tmp.write_text("".join(k + "\n" for k in keep))
+
+    def write(self, record: dict) -> None:
+        if self.main:
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(record, default=_jsonable) + "\n")
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, torch.Tensor):
+        return x.item() if x.numel() == 1 else x.tolist()
+    if hasattr(x, "item"):
+        return x.item()
+    return str(x)
+
+
+def find_state(out_dir: Path) -> Path | None:
+    """The newest complete checkpoint: ``state/``, or ``state.prev/`` if a kill fell between the renames."""
+    for name in (STATE, STATE_PREV):
+        if (out_dir / name / PROGRESS).is_file():
+            return out_dir / name
+    return None
+
+
+def _save_state(accelerator, out_dir: Path, progress: _Progress) -> None:
+    nxt, cur, prev = out_dir / STATE_NEXT, out_dir / STATE, out_dir / STATE_PREV
+    if accelerator.is_main_process and nxt.exists():
+        shutil.rmtree(nxt)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(nxt))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        write_json(nxt / PROGRESS, asdict(progress))
+        if cur.exists():
+            if prev.exists():
+                shutil.rmtree(prev)
+            os.replace(cur, prev)
+        os.replace(nxt, cur)
+        if prev.exists():
+            shutil.rmtree(prev)
+    accelerator.wait_for_everyone()
+
+
+def _save_model(accelerator, objective: Objective, model, out_dir: Path) -> None:
+    from safetensors.torch import save_file
+
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        state = objective.export(accelerator.unwrap_model(model, keep_torch_compile=False))
+        state = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
+        with atomic_path(out_dir / "model.safetensors") as tmp:
+            save_file(state, str(tmp), metadata={"format": "pt"})
+    accelerator.wait_for_everyone()
+
+
+def _improved(value: float | None, best: float | None, mode: str) -> bool:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return best is None
+    if best is None:
+        return True
+    return value > best if mode == "max" else value < best
+
+
+# ---------------------------------------------------------------------------------------------- the loop
+
+
+def train(
+    objective: Objective,
+    *,
+    accelerator,
+    train_set,
+    val_set=None,
+    cfg: TrainConfig,
+    out_dir: str | os.PathLike,
+    resume: bool = False,
+    collate_fn: Callable | None = None,
+    console=None,
+    tracker_config: dict | None = None,
+) -> TrainResult:
+    """Train ``objective.model``; see the module docstring for what is written and how resume works."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    main = accelerator.is_main_process
+    world = accelerator.num_processes
+    per_proc = split_batch(cfg.batch_size, processes=world, accum=cfg.accum)
+    if len(train_set) < cfg.batch_size // cfg.accum:
+        raise InputError(
+            f"the training split has {len(train_set)} images, fewer than one batch of {cfg.batch_size // cfg.accum}",
+            hint="lower --batch-size (or raise --accum)",
+        )
+    train_loader, val_loader, sampler = build_loaders(
+        train_set, val_set, cfg=cfg, per_process_batch=per_proc, collate_fn=collate_fn
+    )
+    model = objective.model
+    optimizer = build_optimizer(cfg.optimizer, objective.param_groups(cfg), lr=cfg.lr, betas=cfg.betas)
+    if val_loader is not None:
+        model, optimizer, train_loader, val_loader = accelerator.prepare(
+            model, optimizer, train_loader, val_loader
+        )
+    else:
+        model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
+    steps_per_epoch = math.ceil(len(train_loader) / cfg.accum)
+    total_steps = steps_per_epoch * cfg.epochs
+    warmup_steps = int(round(cfg.warmup_epochs * steps_per_epoch))
+
+    progress = _Progress(world_size=world, steps_per_epoch=steps_per_epoch)
+    metrics = _Metrics(out_dir / METRICS, main)
+    resumed_from = None
+    if resume:
+        state = find_state(out_dir)
+        if state is None:
+            raise InputError(
+                f"{out_dir}: no checkpoint to resume from", hint="start the run without --resume"
+            )
+        saved = _Progress(**json.loads((state / PROGRESS).read_text()))
+        if (saved.world_size, saved.steps_per_epoch) != (world, steps_per_epoch):
+            raise InputError(
+                f"{out_dir}: the checkpoint was made with {saved.world_size} process(es) and "
+                f"{saved.steps_per_epoch} steps per epoch; this run has {world} and {steps_per_epoch}",
+                hint="resume with the same number of processes and batch size",
+            )
+        accelerator.load_state(str(state))
+        progress = saved
+        resumed_from = progress.step
+        metrics.truncate(progress.step)
+    elif main and (out_dir / METRICS).exists():
+        (out_dir / METRICS).unlink()
+    accelerator.wait_for_everyone()
+
+    if accelerator.log_with:
+        accelerator.init_trackers(out_dir.name or "fairscan", config=tracker_config or {})
+    select = objective.select_metric
+    history: list[dict] = []
+    last: dict[str, Any] = {}
+    train_seconds, images = 0.0, 0
+    bar = _Bar(console if main and console is not None and console.is_terminal else None, steps_per_epoch)
+    try:
+        while progress.epoch < cfg.epochs:
+            epoch = progress.epoch
+            train_loader.set_epoch(epoch)
+            sampler.set_epoch(epoch)
+            loader = (
+                accelerator.skip_first_batches(train_loader, progress.batch)
+                if progress.batch
+                else train_loader
+            )
+            model.train()
+            objective.train_mode(accelerator.unwrap_model(model, keep_torch_compile=False))
+            bar.start(epoch, done=progress.batch // cfg.accum)
+            t0 = time.perf_counter()
+            for batch in loader:
+                if progress.batch % cfg.accum == 0:
+                    set_lr(
+                        optimizer,
+                        lr_at(
+                            progress.step,
+                            total=total_steps,
+                            warmup=warmup_steps,
+                            lr=cfg.lr,
+                            min_lr=cfg.min_lr,
+                        ),
+                    )
+                with accelerator.accumulate(model):
+                    out = objective.loss(model, batch)
+                    loss, extra = out if isinstance(out, tuple) else (out, {})
+                    losses = accelerator.gather(loss.detach().float().reshape(1))
+                    if not torch.isfinite(losses).all():
+                        _raise_non_finite(objective, batch, train_set, losses, progress, accelerator)
+                    accelerator.backward(loss)
+                    if cfg.clip_grad and accelerator.sync_gradients:
+                        accelerator.clip_grad_norm_(model.parameters(), cfg.clip_grad)
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+                value = float(losses.mean())
+                progress.batch += 1
+                progress.log_loss += value
+                progress.log_n += 1
+                progress.epoch_loss += value
+                progress.epoch_n += 1
+                images += per_proc * world
+                if not accelerator.sync_gradients:
+                    continue
+                progress.step += 1
+                bar.advance(value)
+                if progress.step % cfg.log_every == 0:
+                    rec = {
+                        "kind": "train", "step": progress.step, "epoch": epoch,
+                        "lr": optimizer.param_groups[0]["lr"] / optimizer.param_groups[0].get("lr_scale", 1.0),
+                        "loss": progress.log_loss / max(1, progress.log_n),
+                        **{k: float(v) for k, v in extra.items()},
+                    }  # fmt: skip
+                    progress.log_loss, progress.log_n = 0.0, 0
+                    metrics.write(rec)
+                    if accelerator.log_with:
+                        accelerator.log(
+                            {"train/loss": rec["loss"], "train/lr": rec["lr"]}, step=progress.step
+                        )
+                mid_epoch = progress.batch < len(train_loader)
+                if cfg.save_every and progress.step % cfg.save_every == 0 and mid_epoch:
+                    train_seconds += time.perf_counter() - t0
+                    _save_state(accelerator, out_dir, progress)
+                    t0 = time.perf_counter()
+            train_seconds += time.perf_counter() - t0
+            bar.stop()
+
+            epoch_metrics: dict[str, Any] = {"train_loss": progress.epoch_loss / max(1, progress.epoch_n)}
+            if val_loader is not None and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs):
+                model.eval()
+                with torch.no_grad():
+                    epoch_metrics.update(objective.evaluate(model, val_loader, accelerator))
+            epoch_metrics.update(
+                objective.on_epoch_end(
+                    accelerator.unwrap_model(model, keep_torch_compile=False), epoch, accelerator
+                )
+                or {}
+            )
+            progress.epoch, progress.batch = epoch + 1, 0
+            progress.epoch_loss, progress.epoch_n = 0.0, 0
+            value = epoch_metrics.get(select) if select else None
+            eligible = epoch >= cfg.select_after_epoch
+            if select is None or (
+                select in epoch_metrics
+                and eligible
+                and _improved(value, progress.best, objective.select_mode)
+            ):
+                progress.best, progress.best_epoch = (value, epoch) if select else (None, epoch)
+                _save_model(accelerator, objective, model, out_dir)
+            rec = {"kind": "epoch", "step": progress.step, "epoch": epoch, **epoch_metrics,
+                   "best": progress.best, "best_epoch": progress.best_epoch}  # fmt: skip
+            metrics.write(rec)
+            history.append(rec)
+            last = epoch_metrics
+            if accelerator.log_with:
+                accelerator.log(
+                    {k: v for k, v in epoch_metrics.items() if isinstance(v, (int, float))},
+                    step=progress.step,
+                )
+            if console is not None and main:
+                console.print(_epoch_line(rec, cfg.epochs, select), highlight=False, soft_wrap=True)
+            _save_state(accelerator, out_dir, progress)
+        if not (out_dir / "model.safetensors").exists():  # the selection metric never came: keep the last
+            _save_model(accelerator, objective, model, out_dir)
+    finally:
+        bar.stop()
+        if accelerator.log_with:
+            accelerator.end_training()
+    return TrainResult(
+        steps=progress.step,
+        epochs=progress.epoch,
+        best_metric=progress.best,
+        best_epoch=progress.best_epoch,
+        last_metrics=last,
+        train_seconds=train_seconds,
+        images_per_second=images / train_seconds if train_seconds > 0 else 0.0,
+        resumed_from_step=resumed_from,
+        history=history,
+    )
+
+
+def _raise_non_finite(objective, batch, dataset, losses, progress: _Progress, accelerator) -> None:
+    rank = accelerator.process_index
+    value = float(losses[rank])
+    if math.isfinite(value):
+        bad = [i for i, v in enumerate(losses.tolist()) if not math.isfinite(v)]
+        raise RunError(
+            f"stopping: process {bad[0]} had a non-finite loss at step {progress.step + 1}",
+            hint="its own message names the batch",
+        )
+    ids = objective.batch_ids(batch, dataset)
+    shown = ", ".join(ids[:16]) + (f" (+{len(ids) - 16} more)" if len(ids) > 16 else "")
+    raise RunError(
+        NON_FINITE.format(
+            value=value, step=progress.step + 1, epoch=progress.epoch, rank=rank, ids=shown or "?"
+        ),
+        hint="lower the learning rate (--lr) or check these images; the last checkpoint in state/ is intact",
+    )
+
+
+def _epoch_line(rec: dict, epochs: int, select: str | None) -> str:
+    parts = [
+        f"epoch {rec['epoch'] + 1}/{epochs}",
+        f"step {rec['step']}",
+        f"train loss {rec['train_loss']:.4f}",
+    ]
+    for k, v in rec.items():
+        if k.startswith("val_") and isinstance(v, float):
+            parts.append(f"{k.replace('_', ' ').replace(' auc', ' AUC')} {v:.4f}")
+    if select and rec.get("best") is not None:
+        parts.append(f"(best {rec['best']:.4f} at epoch {rec['best_epoch'] + 1})")
+    return "  ".join(parts)
+
+
+class _Bar:
+    """A rich progress bar on the given (stderr) console, one task per epoch; silent without a console."""
+
+    def __init__(self, console, total: int):
+        self.console, self.total, self.progress, self.task = console, total, None, None
+
+    def start(self, epoch: int, done: int = 0) -> None:
+        if self.console is None:
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+            console=self.console, transient=True,
+        )  # fmt: skip
+        self.progress.start()
+        self.task = self.progress.add_task(f"epoch {epoch + 1}", total=self.total, completed=done)
+
+    def advance(self, loss: float) -> None:
+        if self.progress is not None:
+            self.progress.update(self.task, advance=1, description=f"loss {loss:.4f}")
+
+    def stop(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None

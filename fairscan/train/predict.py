@@ -1,0 +1,137 @@
+"""``fairscan predict`` as a library: a fine-tuned run scores one split of a manifest.
+
+The output is the predictions format (``fairscan.schema``): one row per image, exactly once also on several
+processes (``gather_for_metrics`` drops the samples Accelerate repeats to even out the last batch, and the rows
+are checked against the split), ``image_id``, ``patient_id``, the manifest's attribute columns, ``label_<id>``
+and ``prob_<id>`` per label, in manifest order. Provenance (run, weights hash, manifest fingerprint, split)
+travels in the parquet metadata. Evaluation preprocessing: resize to ``image_size / 0.875``, centre crop.
+``--split validate`` writes the file that the audit takes its thresholds from.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from fairscan import __version__
+from fairscan.errors import InputError, RunError
+
+KEEP = ("image_id", "patient_id", "study_id", "view", "sex", "age", "race")
+
+
+class PredictConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    run: str
+    manifest: str
+    out: str
+    split: Literal["train", "validate", "test"] = "test"
+    batch_size: int = Field(64, ge=1)
+    workers: int = Field(0, ge=0)
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
+    cpu: bool = False
+    procs: int = Field(1, ge=1)
+    cache: str | None = None
+    use_cache: bool = True
+
+
+def _inputs(cfg: PredictConfig):
+    """The run's model description and the split's rows, checked before any model is built."""
+    from fairscan.models import MODEL_WEIGHTS, ModelInfo
+    from fairscan.schema import read_manifest
+
+    run = Path(cfg.run)
+    if not run.is_dir():
+        raise InputError(f"{run}: not a run folder", hint="give the --out folder of `fairscan finetune`")
+    info = ModelInfo.read(run)
+    if not (run / MODEL_WEIGHTS).exists():
+        raise InputError(f"{run}: no {MODEL_WEIGHTS} yet", hint="the run has not finished its first epoch")
+    frame = read_manifest(cfg.manifest, split=cfg.split)
+    missing = [f"label_{lab}" for lab in info.labels if f"label_{lab}" not in frame.columns]
+    if missing:
+        raise InputError(
+            f"{cfg.manifest}: the manifest lacks the model's label column(s) {', '.join(missing)}",
+            hint="predict on a manifest with the labels the model was fine-tuned on",
+        )
+    return info, frame
+
+
+def predict(cfg: PredictConfig, *, console=None, debug: bool = False, launched: bool = False) -> Path | None:
+    """Write the predictions file; returns its path (None on processes other than the main one)."""
+    from fairscan.train.launch import relaunch, under_launcher
+
+    _inputs(cfg)
+    if not launched and cfg.procs > 1 and not under_launcher():
+        relaunch("predict", {"config": cfg.model_dump()}, processes=cfg.procs, debug=debug)
+        return Path(cfg.out)
+    return _run(cfg, console=console)
+
+
+def _run(cfg: PredictConfig, *, console) -> Path | None:
+    import numpy as np
+    import pandas as pd
+    import torch
+    from torch.utils.data import DataLoader
+
+    from fairscan.data.dataset import ImageDataset, build_transform, load_size, open_cache
+    from fairscan.data.manifest import manifest_dir_of
+    from fairscan.io import fingerprint, sha256_file
+    from fairscan.models import MODEL_WEIGHTS, load_run_model
+    from fairscan.schema import write_predictions
+    from fairscan.train.finetune import manifest_file
+    from fairscan.train.loop import make_accelerator
+    from fairscan.train.supervised import gather_outputs
+
+    info, frame = _inputs(cfg)
+    acc = make_accelerator(cpu=cfg.cpu, precision=cfg.precision, seed=0)
+    model, info = load_run_model(cfg.run)
+    channels_last = info.family == "resnet" and acc.device.type == "cuda"
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    manifest_dir = manifest_dir_of(cfg.manifest)
+    dataset = ImageDataset(
+        frame, labels=info.labels, manifest_dir=manifest_dir, decode_size=load_size(info.image_size, info.crop_pct),
+        cache=open_cache(manifest_dir, cfg.cache, enabled=cfg.use_cache),
+        transform=build_transform(info.image_size, train=False, mean=tuple(info.mean), std=tuple(info.std),
+                                  interpolation=info.interpolation, crop_pct=info.crop_pct),
+    )  # fmt: skip
+    loader = DataLoader(dataset, batch_size=cfg.batch_size, shuffle=False, num_workers=cfg.workers)
+    model, loader = acc.prepare(model, loader)
+    model.eval()
+    if console is not None and acc.is_main_process:
+        console.print(
+            f"predicting {len(dataset)} {cfg.split} images with {cfg.run} ({info.arch}, {acc.num_processes} "
+            f"process(es), {acc.device.type})",
+            highlight=False,
+        )
+    idx, logits, _ = gather_outputs(model, loader, acc, channels_last)
+    if not acc.is_main_process:
+        acc.wait_for_everyone()
+        return None
+    if len(idx) != len(dataset) or not np.array_equal(np.sort(idx), np.arange(len(dataset))):
+        raise RunError(f"predictions cover {len(np.unique(idx))} of {len(dataset)} images ({len(idx)} rows)")
+    probs = np.empty_like(logits, dtype=np.float64)
+    probs[idx] = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
+    out = frame[[c for c in KEEP if c in frame.columns]].copy()
+    for j, lab in enumerate(info.labels):
+        out[f"label_{lab}"] = frame[f"label_{lab}"].to_numpy(dtype=np.float64)
+        out[f"prob_{lab}"] = probs[:, j]
+    out = pd.DataFrame(out).reset_index(drop=True)
+    provenance: dict[str, Any] = {
+        "stage": "predict",
+        "fairscan_version": __version__,
+        "run": str(Path(cfg.run).resolve()),
+        "model": info.model,
+        "arch": info.arch,
+        "weights_sha256": sha256_file(Path(cfg.run) / MODEL_WEIGHTS),
+        "manifest": fingerprint(manifest_file(cfg.manifest)),
+        "split": cfg.split,
+        "images": len(out),
+        "image_size": info.image_size,
+        "processes": acc.num_processes,
+    }
+    write_predictions(out, cfg.out, provenance=provenance)
+    acc.wait_for_everyone()
+    return Path(cfg.out)
