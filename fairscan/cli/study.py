@@ -1,12 +1,117 @@
-"""`fairscan study`: reserved; a later release builds it."""
+"""`fairscan study`: run a group of presets end to end (resumable) and report the paper's table beside ours."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
 
-from fairscan.cli._common import not_built
+from fairscan.cli._common import console, err_console, state
+
+STUDY_HELP = """Run a paper table or figure end to end (resumable) and report the paper's numbers beside ours.
+
+The report holds the paper's numbers, ours (mean ± sd over seeds, with bootstrap intervals), the difference,
+and paired intervals for the comparisons the paper draws.
+
+NAME is a study preset (`fairscan presets list --stage study`: table2, table3, figure1, ...) or any finetune,
+ensemble or pretrain preset. NAME:quick runs its quick variant (synthetic data, tiny models, CPU). Finished steps
+are skipped, interrupted runs resume: run the same command again after a failure.
+
+Examples:
+
+  fairscan study table2:quick
+
+  fairscan study figure1 --seeds 3 --gpus 1
+
+  fairscan study table4 --plan
+
+  fairscan study mae-cx14 --set paths.data=/mnt/data --set paths.raw=/mnt/raw
+"""
 
 
-def study(args: list[str] = typer.Argument(None, hidden=True)) -> None:
-    """Not built yet: says so and exits 1."""
-    not_built("study", "the presets/demo issue")
+def study(
+    name: Annotated[str, typer.Argument(help="A study (or finetune/ensemble/pretrain) preset; NAME:quick.")],
+    seeds: Annotated[
+        int, typer.Option("--seeds", min=1, help="Fine-tuning seeds per row (the paper ran 1).")
+    ] = 1,
+    sets: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set", help="Override a key of every preset the study runs, e.g. --set finetune.epochs=3."
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Report folder (default: ${studies}/NAME).")
+    ] = None,
+    quick: Annotated[bool, typer.Option("--quick", help="The quick variant (same as NAME:quick).")] = False,
+    plan: Annotated[
+        bool, typer.Option("--plan", help="List the steps and whether each is done; run nothing.")
+    ] = False,
+    gpus: Annotated[
+        int | None, typer.Option("--gpus", min=1, help="GPU processes per run (Accelerate).")
+    ] = None,
+    cpu: Annotated[bool, typer.Option("--cpu", help="Run on the CPU even where a GPU is present.")] = False,
+    procs: Annotated[
+        int | None, typer.Option("--procs", min=1, help="Processes per run (with --cpu: gloo).")
+    ] = None,
+) -> None:
+    from fairscan.cli.finetune import _processes
+    from fairscan.studies import plan_study, run_study
+
+    n = _processes(gpus, procs, cpu)
+    run_options = {"procs": n, "cpu": True if cpu else None}
+    if plan:
+        p = plan_study(
+            name, seeds=seeds, quick=quick or None, overrides=sets, out=out, run_options=run_options
+        )
+        for i, step in enumerate(p.steps, 1):
+            status = step.state()
+            style = {"done": "green", "resume": "yellow"}.get(status, "")
+            console.print(
+                f"{i:>3}. [{style or 'default'}]{status:<6}[/] {step.kind:<9} {step.command}",
+                highlight=False,
+                soft_wrap=True,
+            )
+        console.print(f"report: {p.out}", highlight=False)
+        return
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+    )
+    paths = run_study(
+        name, seeds=seeds, quick=quick or None, overrides=sets, out=out, run_options=run_options,
+        console=err_console, debug=state.debug, progress=progress,
+    )  # fmt: skip
+    if not paths:
+        console.print("pre-training done (a pretrain preset has nothing to audit)", highlight=False)
+        return
+    render_summary(paths["json"])
+    err_console.print(f"full audit: {paths['audit_html']}", highlight=False)
+    console.print(f"report: {paths['html']}", highlight=False)
+
+
+def render_summary(study_json) -> None:
+    """The report's main tables on the console (stdout)."""
+    from rich.table import Table
+
+    from fairscan.studies import load_study
+    from fairscan.studies.report import sections
+
+    d = load_study(study_json)
+    for s in sections(d)[:4]:
+        table = Table(title=s.title, title_justify="left", caption=None)
+        numeric = s.numeric or [False] * len(s.columns)
+        for col, num in zip(s.columns, numeric):
+            table.add_column(col, justify="right" if num else "left", overflow="fold")
+        for row in s.rows:
+            table.add_row(*row)
+        console.print(table)
+
+
+study.__doc__ = STUDY_HELP
