@@ -18,24 +18,12 @@ from pathlib import Path
 
 DEMO_PRESET = "demo"
 DEFAULT_OUT = "fairscan-demo"
-# The paper's fine-tuning augmentation (RandomResizedCrop over 8-100% of the image, horizontal flip) moves the
-# synthetic findings, drawn at fixed places, out of view: with 1,400 images and a few CPU epochs the models then
-# learn next to nothing and no gap can show. Where fine-tuning lets a run choose its crop and flip, the demo
-# keeps the whole image and no flip.
-MILD_AUGMENTATION = {"crop_scale": "finetune.crop_scale=[1.0, 1.0]", "hflip": "finetune.hflip=0.0"}
 
 
 def demo_paths(out: str | os.PathLike) -> dict[str, str]:
     """The demo's folders, all under ``out``: data/ (manifests), runs/ (models, predictions), the report."""
     out = Path(out)
     return {"data": str(out / "data"), "runs": str(out / "runs"), "studies": str(out)}
-
-
-def augmentation_overrides() -> list[str]:
-    """The ``--set`` lines that turn the paper's crop and flip off for the demo, as far as fine-tuning has them."""
-    from fairscan.train.finetune import FinetuneConfig
-
-    return [line for field, line in MILD_AUGMENTATION.items() if field in FinetuneConfig.model_fields]
 
 
 def run_demo(
@@ -51,7 +39,7 @@ def run_demo(
     from fairscan.studies import plan_study, run_study
 
     t0 = time.time()
-    sets = [*augmentation_overrides(), *(overrides or [])]
+    sets = list(overrides or [])
     if console is not None:
         steps = plan_study(DEMO_PRESET, quick=quick, overrides=sets, paths=demo_paths(out), out=out).steps
         console.print(
@@ -61,13 +49,6 @@ def run_demo(
             highlight=False,
             soft_wrap=True,
         )
-        if len(sets) == len(overrides or []):
-            console.print(
-                "[yellow]note:[/] fine-tuning cannot turn off the paper's random crop and flip yet, so the demo's "
-                "models learn little and the planted gap may not show",
-                highlight=False,
-                soft_wrap=True,
-            )
     paths = run_study(
         DEMO_PRESET, quick=quick, overrides=sets, paths=demo_paths(out), out=out, console=console,
         progress=progress, debug=debug,

@@ -63,6 +63,7 @@ def _pts(x: float | None) -> str:
 
 
 def audit(
+    ctx: typer.Context,
     preds: Annotated[
         list[str], typer.Argument(help="Prediction files (parquet/CSV); NAME=PATH names a model.")
     ],
@@ -121,6 +122,12 @@ def audit(
         Path, typer.Option("--out", "-o", help="Write audit.json, report.md and report.html here.")
     ] = None,
     compact: Annotated[bool, typer.Option(help="Shorter console report.")] = False,
+    preset: Annotated[
+        str, typer.Option("--preset", help="Audit settings from a preset (e.g. audit-paper).")
+    ] = None,
+    sets: Annotated[
+        list[str], typer.Option("--set", help="Override a preset key: --set audit.n_boot=200 (repeatable).")
+    ] = None,
 ) -> None:
     """Audit predictions for subgroup fairness: AUC per label and subgroup, gaps, intervals, p-values.
 
@@ -153,6 +160,24 @@ def audit(
         settings["attrs"] = attrs
     if labels:
         settings["labels"] = labels
+    if preset is not None:  # the preset's settings, under the options typed on the command line
+        from fairscan.config import stage_values
+
+        typed = {k for k, v in ctx.params.items() if ctx.get_parameter_source(k).name == "COMMANDLINE"}
+        keys = {
+            "ci": ["ci_level"],
+            "min_count": ["min_pos", "min_neg"],
+            "tune_on_test": ["tune_thresholds_on_test"],
+        }
+        keep = {key for name in typed for key in keys.get(name, [name])}
+        settings = {
+            **stage_values(preset, "audit", sets or []),
+            **{k: v for k, v in settings.items() if k in keep},
+        }
+    elif sets:
+        raise InputError(
+            "--set overrides a preset's keys", hint="add --preset NAME, or use the options directly"
+        )
     if thresholds_from is not None and tune_on_test:
         raise InputError("--thresholds-from and --tune-thresholds-on-test exclude each other")
     paths, given_names = _split_inputs(preds)

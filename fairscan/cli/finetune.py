@@ -121,6 +121,16 @@ def finetune(
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint.")
     ] = False,
+    preset: Annotated[
+        str | None,
+        typer.Option("--preset", help="A finetune preset (`fairscan presets list --stage finetune`)."),
+    ] = None,
+    sets: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set", help="Override a preset key: --set finetune.epochs=3 (YAML values; repeatable)."
+        ),
+    ] = None,
     launched_config: Launched = None,
 ) -> None:
     """Fine-tune a named foundation model; see the examples."""
@@ -146,6 +156,17 @@ def finetune(
         "use_cache": False if no_cache else None,
     }  # fmt: skip
     given = {k: v for k, v in given.items() if v is not None}
+    if preset is not None:  # options typed on the command line win over the preset's values
+        from fairscan.config import stage_values
+
+        given = {**stage_values(preset, "finetune", sets or []), **given}
+    elif sets:
+        raise InputError(
+            "--set overrides a preset's keys", hint="add --preset NAME, or use the options directly"
+        )
+    if out is None and "out" in given:
+        out = Path(given["out"])
+    given.pop("out", None)
     if out is None:
         raise InputError("--out is required", hint="name the run folder to write (or to --resume)")
     if not resume:

@@ -44,14 +44,17 @@ def build_transform(
     randaug: str | None = RANDAUGMENT,
     interpolation: str = "bicubic",
     crop_pct: float = CROP_PCT,
+    scale: tuple[float, float] | None = None,
+    hflip: float = 0.5,
 ) -> Callable:
-    """timm's transform for a PIL image: training augmentation or the evaluation resize + centre crop."""
+    """timm's transform for a PIL image: training augmentation (random-resized crop of ``scale``, timm's
+    0.08-1 by default, flip with probability ``hflip``, RandAugment) or the evaluation resize + centre crop."""
     from timm.data import create_transform
 
     if train:
         return create_transform(
             image_size, is_training=True, auto_augment=randaug or None, interpolation=interpolation,
-            mean=mean, std=std, re_prob=0.0, hflip=0.5, color_jitter=None,
+            mean=mean, std=std, re_prob=0.0, hflip=hflip, color_jitter=None, scale=scale,
         )  # fmt: skip
     return create_transform(
         image_size, is_training=False, interpolation=interpolation, mean=mean, std=std, crop_pct=crop_pct

@@ -58,6 +58,10 @@ class FinetuneConfig(BaseModel):
     layer_decay: float | None = Field(None, gt=0, le=1)
     drop_path: float | None = Field(None, ge=0, lt=1)
     randaug: str | None = None
+    # The paper's random-resized crop (timm's default scale 0.08-1) and flip; the demo's synthetic findings sit
+    # at fixed places, so it keeps the whole image (crop_scale [1, 1]) and no flip.
+    crop_scale: tuple[float, float] | None = None
+    hflip: float = Field(0.5, ge=0, le=1)
     optimizer: Literal["adamw", "lars"] | None = None
     betas: tuple[float, float] = (0.9, 0.95)
     clip_grad: float | None = None
@@ -316,7 +320,9 @@ def _run(cfg: FinetuneConfig, *, resume: bool, console) -> dict[str, Any]:
     common = dict(labels=labels, manifest_dir=manifest_dir, decode_size=decode, cache=cache, seed=cfg.seed)
     train_set = ImageDataset(
         train_df,
-        transform=build_transform(cfg.image_size, train=True, mean=mean, std=std, randaug=randaug),
+        transform=build_transform(
+            cfg.image_size, train=True, mean=mean, std=std, randaug=randaug, scale=cfg.crop_scale, hflip=cfg.hflip
+        ),
         **common,
     )
     val_set = ImageDataset(
