@@ -13,7 +13,18 @@ def test_version(run_cli):
 def test_help_lists_every_command(run_cli):
     code, out, _ = run_cli("--help")
     assert code == 0
-    for name in ("prepare", "pretrain", "finetune", "predict", "audit", "ensemble", "demo", "models", "presets", "study"):
+    for name in (
+        "prepare",
+        "pretrain",
+        "finetune",
+        "predict",
+        "audit",
+        "ensemble",
+        "demo",
+        "models",
+        "presets",
+        "study",
+    ):
         assert name in out
 
 

@@ -29,5 +29,7 @@ def test_set_without_preset_is_an_input_error(run_cli, tmp_path):
 def test_unknown_preset_and_key_exit_2(run_cli, tmp_path):
     code, _, err = run_cli("finetune", "--preset", "no-such-preset", "--out", tmp_path / "run")
     assert code == 2 and "no-such-preset" in err
-    code, _, err = run_cli("finetune", "--preset", "mae", "--set", "finetune.epochz=3", "--out", tmp_path / "run")
+    code, _, err = run_cli(
+        "finetune", "--preset", "mae", "--set", "finetune.epochz=3", "--out", tmp_path / "run"
+    )
     assert code == 2 and "epochz" in err

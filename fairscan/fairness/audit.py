@@ -604,7 +604,9 @@ class _Auditor:
         offsets = np.cumsum([0] + [len(a.groups) for a in attrs])
         n_seg = int(offsets[-1])
         codes = [a.codes if by_image else self.patient_codes[a.name] for a in attrs]
-        streams = [permuted_codes(c, cfg.permutations, cfg.seed, self.attrs.index(a)) for c, a in zip(codes, attrs)]
+        streams = [
+            permuted_codes(c, cfg.permutations, cfg.seed, self.attrs.index(a)) for c, a in zip(codes, attrs)
+        ]
         labs = [lab for lab in self.labels if any(lab in used[a.name] for a in attrs)]
         exceed = dict.fromkeys((a.name for a in attrs), 0)
         total = 0

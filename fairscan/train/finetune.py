@@ -321,7 +321,13 @@ def _run(cfg: FinetuneConfig, *, resume: bool, console) -> dict[str, Any]:
     train_set = ImageDataset(
         train_df,
         transform=build_transform(
-            cfg.image_size, train=True, mean=mean, std=std, randaug=randaug, scale=cfg.crop_scale, hflip=cfg.hflip
+            cfg.image_size,
+            train=True,
+            mean=mean,
+            std=std,
+            randaug=randaug,
+            scale=cfg.crop_scale,
+            hflip=cfg.hflip,
         ),
         **common,
     )
