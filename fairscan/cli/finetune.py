@@ -9,6 +9,22 @@ from typing import Annotated
 import typer
 
 from fairscan.cli._common import console, err_console, state
+from fairscan.cli._options import (
+    Cache,
+    Compile,
+    Cpu,
+    Gpus,
+    Launched,
+    LogWith,
+    Manifest,
+    Model,
+    NoCache,
+    Precision,
+    Procs,
+    Resume,
+    Sets,
+    Workers,
+)
 
 FINETUNE_HELP = """Fine-tune a named foundation model on a manifest's train split, selecting on validate.
 
@@ -31,23 +47,6 @@ Examples:
 
   fairscan predict runs/mae --manifest data/chexpert --split validate -o preds/mae_val.parquet
 """
-
-Model = Annotated[str | None, typer.Option("--model", "-m", help="Registry name (`fairscan models list`).")]
-Manifest = Annotated[Path | None, typer.Option("--manifest", help="manifest.parquet or its folder.")]
-Cpu = Annotated[bool, typer.Option("--cpu", help="Run on the CPU even where a GPU is present.")]
-Gpus = Annotated[
-    int | None, typer.Option("--gpus", min=1, help="GPU processes on this machine (Accelerate).")
-]
-Procs = Annotated[
-    int | None, typer.Option("--procs", min=1, help="Processes on this machine (with --cpu: gloo).")
-]
-Workers = Annotated[int | None, typer.Option("--workers", min=0, help="Data-loading processes per process.")]
-Cache = Annotated[
-    Path | None, typer.Option("--cache", help="An image cache to read (default: the manifest's, if built).")
-]
-NoCache = Annotated[bool, typer.Option("--no-cache", help="Decode image files even where a cache exists.")]
-Precision = Annotated[str | None, typer.Option("--precision", help="auto (bf16 on GPU), bf16 or fp32.")]
-Launched = Annotated[Path | None, typer.Option("--launched-config", hidden=True)]
 
 
 def _processes(gpus: int | None, procs: int | None, cpu: bool) -> int | None:
@@ -108,29 +107,19 @@ def finetune(
     procs: Procs = None,
     workers: Workers = None,
     precision: Precision = None,
-    compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model.")] = False,
+    compile: Compile = False,
     cache: Cache = None,
     no_cache: NoCache = False,
     save_every: Annotated[
         int | None, typer.Option("--save-every", min=0, help="Steps between mid-epoch checkpoints (500).")
     ] = None,
-    log_with: Annotated[
-        str | None,
-        typer.Option("--log-with", help="Accelerate trackers: tensorboard, wandb, mlflow (comma list)."),
-    ] = None,
-    resume: Annotated[
-        bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint.")
-    ] = False,
+    log_with: LogWith = None,
+    resume: Resume = False,
     preset: Annotated[
         str | None,
         typer.Option("--preset", help="A finetune preset (`fairscan presets list --stage finetune`)."),
     ] = None,
-    sets: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--set", help="Override a preset key: --set finetune.epochs=3 (YAML values; repeatable)."
-        ),
-    ] = None,
+    sets: Sets = None,
     launched_config: Launched = None,
 ) -> None:
     """Fine-tune a named foundation model; see the examples."""

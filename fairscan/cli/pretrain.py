@@ -10,6 +10,19 @@ from typing import Annotated
 import typer
 
 from fairscan.cli._common import console, err_console, state
+from fairscan.cli._options import (
+    Compile,
+    Cpu,
+    Gpus,
+    Launched,
+    LogWith,
+    NoCache,
+    Precision,
+    Procs,
+    Resume,
+    Sets,
+    Workers,
+)
 
 PRETRAIN_HELP = """Pre-train a ViT encoder with MAE or MoCo v3 on one or several manifests (pools from `prepare`).
 
@@ -134,50 +147,30 @@ def pretrain(
     seed: Annotated[
         int | None, typer.Option("--seed", help="Seed for init, order, masks and augmentation.")
     ] = None,
-    cpu: Annotated[bool, typer.Option("--cpu", help="Run on the CPU even where a GPU is present.")] = False,
-    gpus: Annotated[
-        int | None, typer.Option("--gpus", min=1, help="GPU processes on this machine (Accelerate).")
-    ] = None,
-    procs: Annotated[
-        int | None, typer.Option("--procs", min=1, help="Processes on this machine (with --cpu: gloo).")
-    ] = None,
-    workers: Annotated[
-        int | None, typer.Option("--workers", min=0, help="Data-loading processes per process.")
-    ] = None,
-    precision: Annotated[
-        str | None, typer.Option("--precision", help="auto (bf16 on GPU), bf16 or fp32.")
-    ] = None,
-    compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model.")] = False,
+    cpu: Cpu = False,
+    gpus: Gpus = None,
+    procs: Procs = None,
+    workers: Workers = None,
+    precision: Precision = None,
+    compile: Compile = False,
     cache: Annotated[
         Path | None, typer.Option("--cache", help="The image cache to read (one manifest).")
     ] = None,
-    no_cache: Annotated[
-        bool, typer.Option("--no-cache", help="Decode image files even where a cache exists.")
-    ] = False,
+    no_cache: NoCache = False,
     save_every: Annotated[
         int | None, typer.Option("--save-every", min=0, help="Steps between mid-epoch checkpoints (500).")
     ] = None,
     log_every: Annotated[
         int | None, typer.Option("--log-every", min=1, help="Steps between metrics.jsonl lines (10).")
     ] = None,
-    log_with: Annotated[
-        str | None,
-        typer.Option("--log-with", help="Accelerate trackers: tensorboard, wandb, mlflow (comma list)."),
-    ] = None,
-    resume: Annotated[
-        bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint.")
-    ] = False,
+    log_with: LogWith = None,
+    resume: Resume = False,
     preset: Annotated[
         str | None,
         typer.Option("--preset", help="A pretrain preset (`fairscan presets list --stage pretrain`)."),
     ] = None,
-    sets: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--set", help="Override a preset key: --set pretrain.epochs=3 (YAML values; repeatable)."
-        ),
-    ] = None,
-    launched_config: Annotated[Path | None, typer.Option("--launched-config", hidden=True)] = None,
+    sets: Sets = None,
+    launched_config: Launched = None,
 ) -> None:
     from fairscan.cli.finetune import _config, _processes
     from fairscan.errors import InputError

@@ -1,0 +1,37 @@
+"""Option aliases shared by the training commands (`finetune`, `predict`, `pretrain`): one declaration each."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+Model = Annotated[str | None, typer.Option("--model", "-m", help="Registry name (`fairscan models list`).")]
+Manifest = Annotated[Path | None, typer.Option("--manifest", help="manifest.parquet or its folder.")]
+Cpu = Annotated[bool, typer.Option("--cpu", help="Run on the CPU even where a GPU is present.")]
+Gpus = Annotated[
+    int | None, typer.Option("--gpus", min=1, help="GPU processes on this machine (Accelerate).")
+]
+Procs = Annotated[
+    int | None, typer.Option("--procs", min=1, help="Processes on this machine (with --cpu: gloo).")
+]
+Workers = Annotated[int | None, typer.Option("--workers", min=0, help="Data-loading processes per process.")]
+Cache = Annotated[
+    Path | None, typer.Option("--cache", help="An image cache to read (default: the manifest's, if built).")
+]
+NoCache = Annotated[bool, typer.Option("--no-cache", help="Decode image files even where a cache exists.")]
+Precision = Annotated[str | None, typer.Option("--precision", help="auto (bf16 on GPU), bf16 or fp32.")]
+Launched = Annotated[Path | None, typer.Option("--launched-config", hidden=True)]
+Compile = Annotated[bool, typer.Option("--compile", help="torch.compile the model.")]
+LogWith = Annotated[
+    str | None,
+    typer.Option("--log-with", help="Accelerate trackers: tensorboard, wandb, mlflow (comma list)."),
+]
+Resume = Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint.")]
+Sets = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set", help="Override a preset key, e.g. --set finetune.epochs=3 (YAML values; repeatable)."
+    ),
+]
