@@ -35,3 +35,39 @@ Sets = Annotated[
         "--set", help="Override a preset key, e.g. --set finetune.epochs=3 (YAML values; repeatable)."
     ),
 ]
+
+
+def comma_list(text: str | None) -> list[str] | None:
+    """`a, b,c` -> ["a", "b", "c"]; None stays None."""
+    return [s.strip() for s in text.split(",") if s.strip()] if text else None
+
+
+def with_preset(given: dict, preset: str | None, sets: list[str] | None, stage: str, out: Path | None):
+    """The settings of a training command: its preset's values (with --set) under the options typed on the
+    command line; returns them without ``out``, and the run folder (--out, else the preset's)."""
+    from fairscan.errors import InputError
+
+    if preset is not None:
+        from fairscan.config import stage_values
+
+        given = {**stage_values(preset, stage, sets or []), **given}
+    elif sets:
+        raise InputError(
+            "--set overrides a preset's keys", hint="add --preset NAME, or use the options directly"
+        )
+    preset_out = given.pop("out", None)
+    out = out if out is not None else (Path(preset_out) if preset_out is not None else None)
+    if out is None:
+        raise InputError("--out is required", hint="name the run folder to write (or to --resume)")
+    return given, Path(out)
+
+
+def saved_settings(out: Path, keys: tuple[str, ...]) -> dict:
+    """``keys`` of a run's recorded settings (for --resume without repeating them); empty if there is none."""
+    import json
+
+    record = out / "stage.json"
+    if not record.exists():
+        return {}
+    settings = json.loads(record.read_text()).get("settings", {})
+    return {k: settings.get(k) for k in keys}

@@ -24,6 +24,9 @@ from fairscan.cli._options import (
     Resume,
     Sets,
     Workers,
+    comma_list,
+    saved_settings,
+    with_preset,
 )
 
 FINETUNE_HELP = """Fine-tune a named foundation model on a manifest's train split, selecting on validate.
@@ -139,34 +142,18 @@ def finetune(
         "epochs": epochs, "arch": arch, "image_size": image_size, "batch_size": batch_size, "accum": accum,
         "blr": blr, "lr": lr, "warmup_epochs": warmup_epochs, "seed": seed, "workers": workers,
         "precision": precision, "cache": cache and str(cache), "save_every": save_every, "procs": n,
-        "labels": [s.strip() for s in labels.split(",") if s.strip()] if labels else None,
-        "trackers": [s.strip() for s in log_with.split(",") if s.strip()] if log_with else None,
+        "labels": comma_list(labels), "trackers": comma_list(log_with),
         "linear_probe": linear_probe or None, "cpu": cpu or None, "compile": compile or None,
         "use_cache": False if no_cache else None,
     }  # fmt: skip
     given = {k: v for k, v in given.items() if v is not None}
-    if preset is not None:  # options typed on the command line win over the preset's values
-        from fairscan.config import stage_values
-
-        given = {**stage_values(preset, "finetune", sets or []), **given}
-    elif sets:
-        raise InputError(
-            "--set overrides a preset's keys", hint="add --preset NAME, or use the options directly"
-        )
-    if out is None and "out" in given:
-        out = Path(given["out"])
-    given.pop("out", None)
-    if out is None:
-        raise InputError("--out is required", hint="name the run folder to write (or to --resume)")
+    given, out = with_preset(given, preset, sets, "finetune", out)
     if not resume:
         for name in ("model", "manifest"):
             if name not in given:
                 raise InputError(f"--{name} is required", hint="see `fairscan finetune --help`")
     elif "model" not in given or "manifest" not in given:
-        saved = Path(out) / "stage.json"
-        if saved.exists():
-            settings = json.loads(saved.read_text()).get("settings", {})
-            given = {"model": settings.get("model"), "manifest": settings.get("manifest"), **given}
+        given = {**saved_settings(out, ("model", "manifest")), **given}
     cfg = _config(FinetuneConfig, {"out": str(out), **given})
     run_finetune(cfg, resume=resume, console=err_console, debug=state.debug)
     console.print(str(out / "model.safetensors"), highlight=False, soft_wrap=True)

@@ -22,6 +22,9 @@ from fairscan.cli._options import (
     Resume,
     Sets,
     Workers,
+    comma_list,
+    saved_settings,
+    with_preset,
 )
 
 PRETRAIN_HELP = """Pre-train a ViT encoder with MAE or MoCo v3 on one or several manifests (pools from `prepare`).
@@ -187,35 +190,21 @@ def pretrain(
     given = {
         "method": method, "manifests": [str(m) for m in manifest] if manifest else None,
         "evaluation": [str(m) for m in eval_manifest] if eval_manifest else None,
-        "splits": [s.strip() for s in splits.split(",") if s.strip()] if splits else None,
+        "splits": comma_list(splits),
         "epochs": epochs, "arch": arch, "image_size": image_size, "batch_size": batch_size, "accum": accum,
         "blr": blr, "lr": lr, "warmup_epochs": warmup_epochs, "weight_decay": weight_decay,
         "mask_ratio": mask_ratio, "decoder_depth": decoder_depth, "decoder_dim": decoder_dim, "mlp_dim": mlp_dim,
         "crop_scale": (crop_scale, 1.0) if crop_scale is not None else None,
         "snapshots": _ints(snapshots, "--snapshots"), "seed": seed, "workers": workers, "precision": precision,
         "cache": cache and str(cache), "save_every": save_every, "log_every": log_every, "procs": n,
-        "trackers": [s.strip() for s in log_with.split(",") if s.strip()] if log_with else None,
+        "trackers": comma_list(log_with),
         "cpu": cpu or None, "compile": compile or None, "use_cache": False if no_cache else None,
     }  # fmt: skip
     given = {k: v for k, v in given.items() if v is not None}
     on_command_line = set(given)
-    if preset is not None:
-        from fairscan.config import stage_values
-
-        given = {**stage_values(preset, "pretrain", sets or []), **given}
-    elif sets:
-        raise InputError(
-            "--set overrides a preset's keys", hint="add --preset NAME, or use the options directly"
-        )
-    if out is None and "out" not in given:
-        raise InputError("--out is required", hint="name the run folder to write (or to --resume)")
-    out = Path(out) if out is not None else Path(given.pop("out"))
-    given.pop("out", None)
+    given, out = with_preset(given, preset, sets, "pretrain", out)
     if resume and ("method" not in given or "manifests" not in given):
-        saved = Path(out) / "stage.json"
-        if saved.exists():
-            settings = json.loads(saved.read_text()).get("settings", {})
-            given = {"method": settings.get("method"), "manifests": settings.get("manifests"), **given}
+        given = {**saved_settings(out, ("method", "manifests")), **given}
     for key, flag in (("method", "--method"), ("manifests", "--manifest")):
         if key not in given:
             raise InputError(f"{flag} is required", hint="see `fairscan pretrain --help`")

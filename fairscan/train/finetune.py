@@ -29,7 +29,6 @@ from fairscan import __version__
 from fairscan.errors import InputError, RunError
 
 FT_BLR, LP_BLR = 2.5e-4, 0.1
-RUN_EXISTS = "{out} already holds a run"
 
 
 class FinetuneConfig(BaseModel):
@@ -176,24 +175,6 @@ def backbone_digest(model) -> str:
 # ----------------------------------------------------------------------------------------------- the run
 
 
-def _check_out(cfg: FinetuneConfig, resume: bool) -> dict | None:
-    """The saved stage record when resuming; refuse to overwrite a run otherwise."""
-    out = Path(cfg.out)
-    stage = out / "stage.json"
-    if resume:
-        if not stage.exists():
-            raise InputError(
-                f"{out}: nothing to resume (no stage.json)", hint="start the run without --resume"
-            )
-        return json.loads(stage.read_text())
-    if stage.exists() or (out / "state").exists():
-        raise InputError(
-            RUN_EXISTS.format(out=out),
-            hint="continue it with --resume, or choose another --out",
-        )
-    return None
-
-
 def finetune(
     cfg: FinetuneConfig,
     *,
@@ -204,9 +185,10 @@ def finetune(
 ) -> dict[str, Any]:
     """Run (or continue) a fine-tuning run; returns the final stage record (on the main process)."""
     from fairscan.train.launch import relaunch, under_launcher
+    from fairscan.train.loop import check_run_folder
 
     if not launched:
-        saved = _check_out(cfg, resume)
+        saved = check_run_folder(cfg.out, resume=resume)
         if saved is not None:
             cfg = _resumed_config(cfg, saved)
         cfg = cfg.resolve()

@@ -274,6 +274,29 @@ def _jsonable(x: Any) -> Any:
     return str(x)
 
 
+RUN_EXISTS = "{out} already holds a run"
+
+
+def check_run_folder(out: str | os.PathLike, *, resume: bool, stage: str | None = None) -> dict | None:
+    """The saved stage record when resuming (of ``stage``, if given); refuse to overwrite a run otherwise."""
+    out = Path(out)
+    record = out / "stage.json"
+    if resume:
+        if not record.exists():
+            raise InputError(
+                f"{out}: nothing to resume (no stage.json)", hint="start the run without --resume"
+            )
+        saved = json.loads(record.read_text())
+        if stage is not None and saved.get("stage") != stage:
+            raise InputError(f"{out}: not a {stage} run (stage {saved.get('stage')!r})")
+        return saved
+    if record.exists() or (out / "state").exists():
+        raise InputError(
+            RUN_EXISTS.format(out=out), hint="continue it with --resume, or choose another --out"
+        )
+    return None
+
+
 def find_state(out_dir: Path) -> Path | None:
     """The newest complete checkpoint: ``state/``, or ``state.prev/`` if a kill fell between the renames."""
     for name in (STATE, STATE_PREV):

@@ -60,7 +60,6 @@ WEIGHT_DECAY = {"mae": 0.05, "mocov3": 0.1}
 MODEL_NAMES = {"mae": "medical-mae", "mocov3": "medical-mocov3"}
 POOLING = {"mae": "avg", "mocov3": "token"}  # how each family fine-tunes (METHOD 5b)
 SNAPSHOTS = "snapshots"
-RUN_EXISTS = "{out} already holds a run"
 SNAPSHOT_BEYOND = "epoch snapshot {epoch} is outside the schedule of {epochs} epoch(s)"
 EMPTY_POOL = "{source}: no images to pre-train on{why}"
 LEAKAGE = (
@@ -448,25 +447,6 @@ def model_info(cfg: PretrainConfig) -> dict:
 # ----------------------------------------------------------------------------------------------- the run
 
 
-def _check_out(cfg: PretrainConfig, resume: bool) -> dict | None:
-    out = Path(cfg.out)
-    stage = out / "stage.json"
-    if resume:
-        if not stage.exists():
-            raise InputError(
-                f"{out}: nothing to resume (no stage.json)", hint="start the run without --resume"
-            )
-        saved = json.loads(stage.read_text())
-        if saved.get("stage") != "pretrain":
-            raise InputError(f"{out}: not a pre-training run (stage {saved.get('stage')!r})")
-        return saved
-    if stage.exists() or (out / "state").exists():
-        raise InputError(
-            RUN_EXISTS.format(out=out), hint="continue it with --resume, or choose another --out"
-        )
-    return None
-
-
 def _resumed_config(cfg: PretrainConfig, saved: dict) -> PretrainConfig:
     """The saved run's settings; options given now must agree with them."""
     old = PretrainConfig(**saved["settings"])
@@ -483,7 +463,9 @@ def _resumed_config(cfg: PretrainConfig, saved: dict) -> PretrainConfig:
 
 def prepare_run(cfg: PretrainConfig, resume: bool = False) -> tuple[PretrainConfig, dict | None]:
     """Resolve settings and check everything that can fail on bad input, before any process starts."""
-    saved = _check_out(cfg, resume)
+    from fairscan.train.loop import check_run_folder
+
+    saved = check_run_folder(cfg.out, resume=resume, stage="pretrain")
     if saved is not None:
         cfg = _resumed_config(cfg, saved)
     return cfg.resolve(), saved
