@@ -187,19 +187,27 @@ class _Planner:
         cfg = _with_options(preset.pretrain, self.run_options)
         deps = [d for m in [*cfg.manifests, *cfg.evaluation] if (d := self.dataset_for(preset, m))]
         out = Path(cfg.out)
+        return self._training_step(
+            "pretrain", preset, cfg, out, deps,
+            title=f"pre-train {preset.display_name} ({cfg.method}, {cfg.epochs} epoch(s))",
+            command=f"fairscan pretrain --preset {preset.display_name}",
+        )  # fmt: skip
+
+    def _training_step(
+        self, kind: str, preset: Preset, cfg, out: Path, deps: list[str], *, title, command
+    ) -> str:
+        """Add a pretrain or finetune step: done when ``out`` holds a finished run with the same settings."""
         settings = _comparable(cfg)
         self._same_output(out, settings, preset)
         return self.add(
             Step(
-                kind="pretrain",
-                key=f"pretrain:{out.resolve()}",
-                title=f"pre-train {preset.display_name} ({cfg.method}, {cfg.epochs} epoch(s))",
-                command=f"fairscan pretrain --preset {preset.display_name}",
+                kind=kind,
+                key=f"{kind}:{out.resolve()}",
+                title=title,
+                command=command,
                 out=out,
-                action=lambda runner, cfg=cfg: runner.pretrain(cfg),
-                check=lambda out=out, settings=settings: _run_state(
-                    out, settings, "pretrain", _defaults(cfg)
-                ),
+                action=lambda runner, cfg=cfg: getattr(runner, kind)(cfg),
+                check=lambda: _run_state(out, settings, kind, _defaults(cfg)),
                 deps=deps,
             )
         )
@@ -211,23 +219,12 @@ class _Planner:
         deps = [d for d in [self.dataset_for(preset, cfg.manifest)] if d]
         if preset.pretrained_from:
             deps.append(self.pretrain(self.load(preset.pretrained_from)))
-        settings = _comparable(cfg)
-        self._same_output(out, settings, preset)
         seed_note = f" --set finetune.seed={seed} --set finetune.out={out}" if seed else ""
-        key = self.add(
-            Step(
-                kind="finetune",
-                key=f"finetune:{out.resolve()}",
-                title=f"fine-tune {preset.display_name} (seed {seed})",
-                command=f"fairscan finetune --preset {preset.display_name}{seed_note}",
-                out=out,
-                action=lambda runner, cfg=cfg: runner.finetune(cfg),
-                check=lambda out=out, settings=settings: _run_state(
-                    out, settings, "finetune", _defaults(cfg)
-                ),
-                deps=deps,
-            )
-        )
+        key = self._training_step(
+            "finetune", preset, cfg, out, deps,
+            title=f"fine-tune {preset.display_name} (seed {seed})",
+            command=f"fairscan finetune --preset {preset.display_name}{seed_note}",
+        )  # fmt: skip
         test = None
         for split in preset.predict.splits:
             path = predictions_path(out, split)
