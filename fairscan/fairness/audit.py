@@ -203,16 +203,14 @@ def _summarise(
         if not labs:
             continue
         g = np.stack([per_label[lab]["attrs"][a.name]["groups"] for lab in labs], axis=-1)  # (R, G, L)
+        # Labels used have an AUC in every subgroup, so a NaN here is a replicate that lost a class.
         group_mean = g.mean(axis=-1)
-        keep = ~np.isnan(group_mean[0]) if group_mean.shape[0] == 1 else None
         pop_mean = np.stack([per_label[lab]["overall"] for lab in labs], axis=-1).mean(axis=-1)
         label_gaps = np.stack([per_label[lab]["attrs"][a.name]["gap"] for lab in labs], axis=-1)
-        cols = ~np.all(np.isnan(group_mean), axis=0) if keep is None else keep
-        gm = group_mean[:, cols]
         out["attrs"][a.name] = {
             "group_mean_auc": group_mean,
-            "gap": _nan_gap(gm) if gm.shape[1] >= 2 else np.full(len(gm), np.nan),
-            "delta_vs_group_mean": group_mean - gm.mean(axis=1, keepdims=True),
+            "gap": _nan_gap(group_mean) if group_mean.shape[1] >= 2 else np.full(len(group_mean), np.nan),
+            "delta_vs_group_mean": group_mean - group_mean.mean(axis=1, keepdims=True),
             "delta_vs_population": group_mean - pop_mean[:, None],
             "mean_label_gap": label_gaps.mean(axis=-1),
             "max_label_gap": label_gaps.max(axis=-1),
@@ -682,7 +680,7 @@ class _Auditor:
             return self._ci(getter(plb)) if plb is not None else None
 
         labels_out = {}
-        for li, lab in enumerate(self.labels):
+        for lab in self.labels:
             r = data[lab]
             n, pos = counts[lab]
             ci0 = boot(lambda b, lab=lab: b[lab]["overall"])
@@ -740,7 +738,6 @@ class _Auditor:
                 "threshold": thr["overall"] if thr else None,
                 "attrs": attrs_out,
             }
-            del li
 
         def sboot(getter):
             return self._ci(getter(sb)) if sb is not None else None
