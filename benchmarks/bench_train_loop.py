@@ -1,7 +1,7 @@
 """CPU benchmark: fairscan's training loop against a plain hand-written timm + torch loop.
 
 Both loops train the same timm model (fresh init, same seed) on the same synthetic CheXpert manifest read through
-the same image cache and the same Dataset (RandAugment, masked BCE, AdamW), with the same batch size and
+the same image cache and the same Dataset (RandAugment, masked BCE, fused AdamW), with the same batch size and
 threads. The plain loop is ``DataLoader -> forward -> loss -> backward -> step``; fairscan's adds everything a run
 has (Accelerate, layer-wise lr decay groups, per-step lr, the non-finite check, seeded per-sample augmentation,
 metrics.jsonl). Rounds alternate (plain, fairscan, plain, ...) so that a busy machine slows both alike; the ratio
@@ -71,7 +71,8 @@ def plain_loop(ds, *, arch: str, image_size: int, batch: int, steps: int, worker
     model = timm.create_model(
         arch, num_classes=len(ds.labels), drop_path_rate=0.2, global_pool="avg", **kwargs
     )
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.05)
+    # fused, as fairscan's AdamW is: the comparison is of the loops, not of PyTorch's two AdamW kernels
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.05, fused=True)
     loader = DataLoader(ds, batch_size=batch, shuffle=True, drop_last=True, num_workers=workers,
                         persistent_workers=workers > 0)  # fmt: skip
     model.train()

@@ -232,3 +232,22 @@ def test_loop_benchmark_script_runs(tmp_path_factory):
     )
     assert res["median_images_per_s"]["plain_cpu"] > 0 and res["median_images_per_s"]["fairscan_cpu"] > 0
     assert res["ratio_cpu"] > 0
+
+
+def test_pretrain_benchmark_scripts_run_on_cpu_with_a_tiny_vit():
+    """The CPU and GPU pre-training benchmarks stay runnable (their figures are not checked here)."""
+    with one_thread():
+        res = _script("bench_pretrain").main(
+            "--arch vit_tiny_patch16_224 --image-size 64 --batch 4 --steps 1 --mask-ratio 0.75 0.9 "
+            "--mocov3 --json".split()
+        )
+    assert set(res["images_per_s"]) == {"supervised", "mae@0.75", "mae@0.9", "mocov3"}
+    ratios = res["mae_over_supervised"]
+    assert ratios["mae@0.9"]["flops"] > ratios["mae@0.75"]["flops"] > 1  # masking more encodes fewer tokens
+    with one_thread():
+        gpu = _script("gpu_pretrain").main(
+            "--device cpu --arch vit_tiny_patch16_224 --image-size 32 --mae-batch 4 --moco-batch 4 --steps 1 "
+            "--warmup 1 --dtype fp32 --mlp-dim 64".split()
+        )
+    assert [r["model"] for r in gpu] == ["mae", "mocov3"]
+    assert all(r["images_per_s"] > 0 and r["tflop_per_step"] > 0 for r in gpu)
