@@ -1,15 +1,22 @@
-"""GPU benchmark: MAE and MoCo v3 pre-training steps on a ViT-B/16 in bf16, images/s and FLOP utilisation.
+"""GPU benchmark: MAE and MoCo v3 pre-training steps on a ViT-B/16, bf16 (+ torch.compile) against eager fp32.
 
 Standalone: needs only torch and timm (the GPU machine has no pydantic, no pandas, no accelerate, no
 network). It loads fairscan's two objective modules straight from this checkout without importing the rest
 of the package, so what it times is the code ``fairscan pretrain`` runs. Each step is forward + backward +
-fused AdamW under bf16 autocast; FLOPs per step come from ``torch.utils.flop_counter`` (matmuls, convs and
-attention; forward and backward), utilisation = achieved FLOP/s / the chip's dense bf16 peak.
+fused AdamW. Every objective runs three ways in the same process, each from the same fresh model: eager
+fp32 (the baseline; TF32 off unless ``--baseline-tf32``), bf16 autocast, and bf16 autocast + torch.compile;
+the speed-up of the best over the baseline is printed beside them. FLOPs per step come from
+``torch.utils.flop_counter`` (matmuls, convs and attention; forward and backward), and
+
+    MFU = achieved FLOP/s / peak FLOP/s
+
+with the peak from ``--peak-tflops`` (default 790: what an H200 measured here on a large bf16 matmul; the
+datasheet's dense bf16 figure is about 990).
 
     python benchmarks/gpu_pretrain.py                                  # on the GPU machine: ViT-B/16, 224 px
-    python benchmarks/gpu_pretrain.py --compile                        # also try torch.compile
+    python benchmarks/gpu_pretrain.py --mask-ratio 0.9 --only mae      # Medical MAE's masking
     python benchmarks/gpu_pretrain.py --device cpu --arch vit_tiny_patch16_224 --image-size 64 \\
-        --mae-batch 4 --moco-batch 4 --steps 2 --warmup 1 --dtype fp32 --mlp-dim 256 --threads 1  # CPU smoke test
+        --mae-batch 4 --moco-batch 4 --steps 2 --warmup 1 --mlp-dim 256 --no-compile  # CPU smoke test
 """
 
 from __future__ import annotations
@@ -23,7 +30,6 @@ import types
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PEAK_BF16_TFLOPS = {"H200": 989.4, "H100": 989.4, "A100": 312.0, "V100": 125.0, "L40S": 362.0, "A10G": 70.0}
 
 
 def load_objectives():
@@ -42,26 +48,19 @@ def load_objectives():
     return mae, moco
 
 
-def peak_tflops(device, override: float | None) -> float | None:
-    import torch
-
-    if override:
-        return override
-    if device.type != "cuda":
-        return None
-    name = torch.cuda.get_device_name(device)
-    return next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
-
-
-def bench(name, model, batch, *, steps, warmup, dtype, device, peak, compile_model):
+def bench(model, batch, *, steps, warmup, bf16, compile_model, tf32, device, peak) -> dict:
+    """Time ``steps`` optimiser steps after ``warmup``; ``peak`` in TFLOP/s."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        torch.backends.cudnn.allow_tf32 = tf32
     model = model.to(device).train()
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=1e-4, betas=(0.9, 0.95), fused=device.type == "cuda")
+    opt = torch.optim.AdamW(params, lr=1e-4, betas=(0.9, 0.95), fused=True)  # as fairscan builds it
     fwd = torch.compile(model) if compile_model else model
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == "bf16")
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
 
     def step():
         opt.zero_grad(set_to_none=True)
@@ -92,13 +91,13 @@ def bench(name, model, batch, *, steps, warmup, dtype, device, peak, compile_mod
     n = batch.shape[0]
     achieved = flops / seconds / 1e12
     out = {
-        "model": name,
         "batch": n,
         "images_per_s": round(n / seconds, 1 if device.type == "cuda" else 3),
         "s_per_step": round(seconds, 4),
         "tflop_per_step": round(flops / 1e12, 4),
         "achieved_tflops": round(achieved, 2 if achieved >= 1 else 5),
-        "flop_utilisation": round(achieved / peak, 3) if peak else None,
+        "mfu": round(achieved / peak, 4),
+        "tf32": tf32,
         "loss": round(float(loss.detach()), 4),
     }
     if device.type == "cuda":
@@ -107,7 +106,7 @@ def bench(name, model, batch, *, steps, warmup, dtype, device, peak, compile_mod
     return out
 
 
-def main(argv: list[str] | None = None) -> list[dict]:
+def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--arch", default="vit_base_patch16_224")
@@ -118,49 +117,66 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--mlp-dim", type=int, default=4096, help="MoCo v3 projector/predictor hidden width")
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=5)
-    ap.add_argument("--dtype", choices=["bf16", "fp32"], default="bf16")
-    ap.add_argument(
-        "--peak-tflops", type=float, default=None, help="the chip's dense peak (auto for known GPUs)"
-    )
-    ap.add_argument("--compile", action="store_true", help="torch.compile the objectives")
+    ap.add_argument("--peak-tflops", type=float, default=790.0, help="the chip's bf16 peak, for MFU")
+    ap.add_argument("--no-compile", action="store_true", help="skip the bf16 + torch.compile run")
+    ap.add_argument("--skip-baseline", action="store_true", help="skip the eager fp32 run")
+    ap.add_argument("--baseline-tf32", action="store_true", help="let the fp32 baseline use TF32 matmuls")
     ap.add_argument("--only", choices=["mae", "mocov3"], default=None)
     ap.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
     args = ap.parse_args(argv)
 
+    import timm
     import torch
 
     device = torch.device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
     mae_mod, moco_mod = load_objectives()
-    peak = peak_tflops(device, args.peak_tflops)
-    gen = torch.Generator().manual_seed(0)
     size = (3, args.image_size, args.image_size)
-    results = []
-    common = dict(steps=args.steps, warmup=args.warmup, dtype=args.dtype, device=device, peak=peak,
-                  compile_model=args.compile)  # fmt: skip
-    if args.only in (None, "mae"):
-        torch.manual_seed(0)
-        model = mae_mod.build_mae(args.arch, img_size=args.image_size, mask_ratio=args.mask_ratio)
-        batch = torch.randn(args.mae_batch, *size, generator=gen).to(device)
-        results.append(bench("mae", model, batch, **common))
-        del model, batch
-    if args.only in (None, "mocov3"):
-        torch.manual_seed(0)
-        model = moco_mod.build_mocov3(args.arch, img_size=args.image_size, mlp_dim=args.mlp_dim)
-        model.total_steps = args.steps + args.warmup + 1
-        batch = torch.randn(args.moco_batch, 2, *size, generator=gen).to(device)
-        results.append(bench("mocov3", model, batch, **common))
+    gen = torch.Generator().manual_seed(0)
+    objectives = {
+        "mae": (
+            lambda: mae_mod.build_mae(args.arch, img_size=args.image_size, mask_ratio=args.mask_ratio),
+            torch.randn(args.mae_batch, *size, generator=gen),
+        ),
+        "mocov3": (
+            lambda: moco_mod.build_mocov3(args.arch, img_size=args.image_size, mlp_dim=args.mlp_dim),
+            torch.randn(args.moco_batch, 2, *size, generator=gen),
+        ),
+    }
+    variants = [] if args.skip_baseline else [("eager_fp32", False, False, args.baseline_tf32)]
+    variants.append(("bf16_eager", True, False, True))
+    if not args.no_compile:
+        variants.append(("bf16_compile", True, True, True))
+
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    print(
-        f"# {args.arch} at {args.image_size} px, {args.dtype}, on {where}; peak "
-        f"{peak if peak else 'unknown'} TFLOP/s; torch {torch.__version__}"
-    )
-    for r in results:
-        print(json.dumps(r))
+    results: dict = {
+        "setup": {"arch": args.arch, "image_size": args.image_size, "mask_ratio": args.mask_ratio,
+                  "device": where, "torch": torch.__version__, "timm": timm.__version__,
+                  "peak_tflops": args.peak_tflops, "steps": args.steps},
+    }  # fmt: skip
+    for name, (build, batch) in objectives.items():
+        if args.only not in (None, name):
+            continue
+        runs = {}
+        for variant, bf16, compile_model, tf32 in variants:
+            torch.manual_seed(0)  # the same fresh model for every variant
+            model = build()
+            if name == "mocov3":
+                model.total_steps = args.steps + args.warmup + 1  # the momentum schedule's length
+            runs[variant] = bench(model, batch.to(device), steps=args.steps, warmup=args.warmup, bf16=bf16,
+                                  compile_model=compile_model, tf32=tf32, device=device,
+                                  peak=args.peak_tflops)  # fmt: skip
+            del model
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+        if "eager_fp32" in runs:
+            best = max(runs.values(), key=lambda r: r["images_per_s"])
+            runs["speedup_vs_eager_fp32"] = round(
+                best["images_per_s"] / runs["eager_fp32"]["images_per_s"], 2
+            )
+        results[name] = runs
+    print(json.dumps(results, indent=2))
     return results
 
 
