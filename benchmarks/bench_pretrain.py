@@ -139,6 +139,7 @@ def main(argv: list[str] | None = None) -> dict:
         "step_seconds": {k: [round(x, 3) for x in v] for k, v in times.items()},
         "cpu_seconds": {k: [round(x, 3) for x in v] for k, v in cpu.items()},
         "gflop_per_image": {k: round(v / 1e9, 2) for k, v in flops.items()},
+        "gflop_per_s": {k: round(rate[k] * flops[k] / 1e9, 1) for k in runs},
         "mae_over_supervised": speedup,
     }
     if args.json:
@@ -152,7 +153,7 @@ def main(argv: list[str] | None = None) -> dict:
         steps = ", ".join(f"{x:.2f}" for x in times[name])
         print(
             f"  {name:<11} {r:8.3f} images/s   {flops[name] / 1e9:6.2f} GFLOP/image (fwd + bwd)   "
-            f"(fastest {min(times[name]):.2f} s/step; steps {steps})"
+            f"{r * flops[name] / 1e9:6.1f} GFLOP/s   (fastest {min(times[name]):.2f} s/step; steps {steps})"
         )
     for name, x in speedup.items():
         print(
