@@ -181,6 +181,50 @@ def test_threshold_metrics_from_validation():
     assert "source" in d["thresholds"] and d["thresholds"]["target_fpr"] == 0.2
 
 
+def test_threshold_metrics_have_patient_bootstrap_intervals():
+    """TPR/FPR/FNR intervals: as wide as the binomial error with one image per patient, unchanged when each
+    patient's image is repeated (the patient is the unit), and absent without a bootstrap."""
+    val = make_preds(1000, ("edema",), seed=7, images_per_patient=1)
+    test = make_preds(3000, ("edema",), seed=8, images_per_patient=1)
+    kw = dict(attrs=["sex"], permutations=0, thresholds_from=val)
+    d = fairscan.audit(test, n_boot=400, **kw).to_dict()
+    sex = d["labels"]["edema"]["attrs"]["sex"]
+    for g, gd in sex["groups"].items():
+        th = gd["threshold"]
+        in_g = test[test["sex"] == g]
+        for rate, label in (("tpr", 1), ("fpr", 0)):
+            n = int((in_g["label_edema"] == label).sum())
+            lo, hi = th[f"{rate}_ci"]
+            assert lo < th[rate] < hi
+            binomial = 2 * 1.96 * np.sqrt(th[rate] * (1 - th[rate]) / n)
+            assert hi - lo == pytest.approx(binomial, rel=0.25), (g, rate)
+        assert th["fnr_ci"] == pytest.approx([1 - th["tpr_ci"][1], 1 - th["tpr_ci"][0]])
+    gaps = sex["threshold_gaps"]
+    for rate in ("tpr", "fpr", "fnr"):
+        lo, hi = gaps[f"{rate}_ci"]
+        assert lo <= gaps[rate] <= hi and hi > lo
+
+    repeated = test.loc[test.index.repeat(4)].reset_index(drop=True)
+    repeated["image_id"] = [
+        f"{i}-{k}" for i, k in zip(repeated["image_id"], range(len(repeated)), strict=True)
+    ]
+    d4 = fairscan.audit(repeated, n_boot=400, **kw).to_dict()
+    d4_images = fairscan.audit(repeated, n_boot=400, resample="image", **kw).to_dict()
+
+    def width(dd):
+        return np.diff(dd["labels"]["edema"]["attrs"]["sex"]["groups"]["Female"]["threshold"]["tpr_ci"])[0]
+
+    assert d4["labels"]["edema"]["attrs"]["sex"]["groups"]["Female"]["threshold"]["tpr"] == pytest.approx(
+        sex["groups"]["Female"]["threshold"]["tpr"]
+    )
+    assert width(d4) == pytest.approx(width(d), rel=0.3)
+    assert width(d4_images) < 0.7 * width(d)  # resampling images ignores the repetition: too narrow
+
+    none = fairscan.audit(test, intervals="none", **kw).to_dict()
+    th = none["labels"]["edema"]["attrs"]["sex"]["groups"]["Female"]["threshold"]
+    assert th["tpr"] == sex["groups"]["Female"]["threshold"]["tpr"] and th["tpr_ci"] is None
+
+
 def test_thresholds_tuned_on_test_are_labelled():
     df = make_preds(400, ("edema",), seed=9)
     d = fairscan.audit(

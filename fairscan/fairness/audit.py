@@ -464,18 +464,23 @@ class _Auditor:
         used = self._labels_used(valid)
         summary_point = _summarise(per_label_point, self._labels_with_auc(point), self.attrs, used)
 
-        boot = self._bootstrap(data, valid_seg) if cfg.intervals == "bootstrap" else None
+        thresholds = self._thresholds(data)
+        rate_units = {lab: self._rate_units(r, thresholds["values"].get(lab)) for lab, r in data.items()
+                      if thresholds and thresholds["values"].get(lab) is not None}  # fmt: skip
+        boot, rate_boot = (None, {})
+        if cfg.intervals == "bootstrap":
+            boot, rate_boot = self._bootstrap(data, valid_seg, rate_units)
         per_label_boot = summary_boot = None
         if boot is not None:
             per_label_boot = {lab: _derive(boot[lab], self.attrs, valid[lab]) for lab in self.labels}
             summary_boot = _summarise(per_label_boot, self._labels_with_auc(point), self.attrs, used)
         delong = self._delong(data, valid_seg) if cfg.intervals == "delong" else None
         p_values = self._permutation_test(data, used, summary_point) if cfg.permutations > 0 else {}
-        thresholds = self._thresholds(data)
+        rates = {lab: self._threshold_metrics(u, rate_boot.get(lab)) for lab, u in rate_units.items()}
 
         d = self._assemble(
             data, counts, point, per_label_point, per_label_boot, summary_point, summary_boot,
-            delong, p_values, thresholds, used,
+            delong, p_values, thresholds, rates, used,
         )  # fmt: skip
         replicates = {}
         if summary_boot is not None:
@@ -542,9 +547,12 @@ class _Auditor:
             used[a.name] = labs
         return used
 
-    def _bootstrap(self, data, valid_seg) -> dict[str, np.ndarray]:
+    def _bootstrap(self, data, valid_seg, rate_units) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """Replicate AUCs per label (replicates, segments), and for labels with a threshold the replicate
+        counts behind TPR and FPR (replicates, 4, segments), both from the same resampled patients."""
         cfg = self.cfg
         out = {lab: np.empty((cfg.n_boot, self.n_seg)) for lab in self.labels}
+        rate_out = {lab: np.empty((cfg.n_boot, *u.shape[1:])) for lab, u in rate_units.items()}
         done = 0
         task = self.progress.add_task("bootstrap", total=cfg.n_boot) if self.progress else None
         for w in bootstrap_counts(self.strata, cfg.n_boot, cfg.seed):
@@ -552,12 +560,16 @@ class _Auditor:
                 out[lab][done : done + len(w)] = kernels.segment_aucs(
                     r.y, r.pat, r.seg, r.tied, self.n_seg, w
                 )
+            for lab, u in rate_units.items():  # weighted sums of each unit's counts: one small matmul
+                rate_out[lab][done : done + len(w)] = (w @ u.reshape(len(u), -1)).reshape(
+                    len(w), *u.shape[1:]
+                )
             done += len(w)
             if task is not None:
                 self.progress.update(task, completed=done)
         for lab in self.labels:
             out[lab][:, ~valid_seg[lab]] = np.nan
-        return out
+        return out, rate_out
 
     def _delong(self, data, valid_seg) -> dict[str, np.ndarray]:
         out = {}
@@ -669,7 +681,7 @@ class _Auditor:
         a, b = np.percentile(reps, [lo, 100 - lo])
         return [float(a), float(b)]
 
-    def _assemble(self, data, counts, point, plp, plb, sp, sb, delong, p_values, thresholds, used):
+    def _assemble(self, data, counts, point, plp, plb, sp, sb, delong, p_values, thresholds, rates, used):
         cfg = self.cfg
 
         def num(x) -> float | None:
@@ -686,7 +698,7 @@ class _Auditor:
             ci0 = boot(lambda b, lab=lab: b[lab]["overall"])
             if delong is not None:
                 ci0 = _nan_list(delong[lab][0])
-            thr = self._threshold_metrics(lab, data[lab], thresholds) if thresholds else None
+            thr = rates.get(lab)
             attrs_out = {}
             for a in self.attrs:
                 pa = plp[lab]["attrs"][a.name]
@@ -815,32 +827,57 @@ class _Auditor:
             "gate": None,
         }
 
-    def _threshold_metrics(self, lab, label_data, thresholds) -> dict[str, Any] | None:
-        """TPR, FPR and FNR per subgroup at the label's threshold, with patient-bootstrap intervals."""
-        t = thresholds["values"].get(lab)
+    def _rate_units(self, r: _Rows, t: float | None) -> np.ndarray | None:
+        """Image counts per resampling unit, (units, 4, segments): true positives, positives, false positives
+        and negatives at threshold ``t``. Any weighting of the units (1 each, or a bootstrap replicate's
+        counts) turns them into the weighted counts behind TPR and FPR with one matrix product."""
         if t is None:
             return None
-        y, seg = label_data.y, label_data.seg
-        pred = label_data.scores >= t
+        pred = r.scores >= t
+        pos = r.y == 1
+        kinds = np.select([pos & pred, pos, ~pos & pred], [0, 1, 2], 3)  # tp, fn (a positive), fp, tn
+        slots = 4 * (self.n_seg + 1)  # + the "no segment" slot, dropped below
+        units = np.zeros(self.n_units * slots)
+        for col in r.seg.T:
+            units += np.bincount(
+                r.pat.astype(np.int64) * slots + kinds * (self.n_seg + 1) + col, minlength=len(units)
+            )
+        units = units.reshape(self.n_units, 4, self.n_seg + 1)[:, :, : self.n_seg]
+        tp, fn, fp, tn = (units[:, k] for k in range(4))
+        return np.stack([tp, tp + fn, fp, fp + tn], axis=1)
 
-        def rates(mask):
-            p, n = (y == 1) & mask, (y == 0) & mask
-            tpr = (pred & p).sum() / p.sum() if p.sum() else np.nan
-            fpr = (pred & n).sum() / n.sum() if n.sum() else np.nan
-            return tpr, fpr
+    def _threshold_metrics(self, units: np.ndarray, boot: np.ndarray | None) -> dict[str, Any]:
+        """TPR, FPR and FNR per subgroup at the label's threshold, and their gaps (largest minus smallest
+        subgroup rate), each with a patient-bootstrap interval when the audit runs a bootstrap."""
 
-        def fmt(tpr, fpr):
-            f = lambda x: None if np.isnan(x) else float(x)  # noqa: E731
-            return {"tpr": f(tpr), "fpr": f(fpr), "fnr": f(1 - tpr)}
+        def rates(c: np.ndarray) -> dict[str, np.ndarray]:  # c: (..., 4, segments) weighted counts
+            with np.errstate(invalid="ignore", divide="ignore"):
+                tpr = np.where(c[..., 1, :] > 0, c[..., 0, :] / c[..., 1, :], np.nan)
+                fpr = np.where(c[..., 3, :] > 0, c[..., 2, :] / c[..., 3, :], np.nan)
+            return {"tpr": tpr, "fpr": fpr, "fnr": 1.0 - tpr}
 
-        out: dict[str, Any] = {"overall": fmt(*rates(np.ones(len(y), bool)))}
-        for j, a in enumerate(self.attrs, start=1):
-            groups = {}
-            for gi, g in enumerate(a.groups):
-                groups[g] = fmt(*rates(seg[:, j] == a.offset + gi))
-            vals = {m: [v[m] for v in groups.values() if v[m] is not None] for m in ("tpr", "fpr", "fnr")}
-            gaps = {m: (max(v) - min(v) if len(v) >= 2 else None) for m, v in vals.items()}
-            out[a.name] = {"groups": groups, "gaps": gaps}
+        point = rates(units.sum(axis=0))
+        reps = rates(boot) if boot is not None else None
+
+        def entry(cols: list[int] | int, gap: bool = False) -> dict[str, Any]:
+            out: dict[str, Any] = {}
+            for m, v in point.items():
+                if gap:  # over the subgroups with a rate; a replicate missing one of them has no gap
+                    have = [k for k in cols if not np.isnan(v[k])]
+                    value = float(v[have].max() - v[have].min()) if len(have) >= 2 else None
+                    rep = reps[m][:, have].max(axis=1) - reps[m][:, have].min(axis=1) if reps else None
+                else:
+                    value = None if np.isnan(v[cols]) else float(v[cols])
+                    rep = reps[m][:, cols] if reps else None
+                out[m] = value
+                out[f"{m}_ci"] = self._ci(rep) if value is not None and rep is not None else None
+            return out
+
+        out: dict[str, Any] = {"overall": entry(0)}
+        for a in self.attrs:
+            cols = [a.offset + gi for gi in range(len(a.groups))]
+            out[a.name] = {"groups": {g: entry(k) for g, k in zip(a.groups, cols, strict=True)},
+                           "gaps": entry(cols, gap=True)}  # fmt: skip
         return out
 
 

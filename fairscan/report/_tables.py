@@ -265,7 +265,7 @@ def threshold_table(d: dict) -> Table | None:
         row = [Cell(label_name(lab)), Cell(MISSING if is_missing(thr) else f"{thr:.3g}")]
         for attr in attrs_of(d):
             tg = label_attr(d, lab, attr).get("threshold_gaps") or {}
-            row += [_value(tg.get(k)) for k in ("tpr", "fpr", "fnr")]
+            row += [_value(tg.get(k), tg.get(f"{k}_ci")) for k in ("tpr", "fpr", "fnr")]
         rows.append(row)
     return Table(
         key="thresholds",
