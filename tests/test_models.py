@@ -247,6 +247,36 @@ def test_unsafe_or_unknown_files_are_refused(tmp_path):
         read_checkpoint(tmp_path / "absent.pth")
 
 
+def test_hub_weights_are_read_from_the_hugging_face_cache_offline(tmp_path):
+    """The registry's hub entries go through huggingface_hub's real cache layout (models--org--name with
+    refs/main and snapshots/<commit>/model.safetensors), offline, in a fresh process."""
+    import os
+    import subprocess
+    import sys
+
+    from safetensors.torch import save_file
+
+    repo = tmp_path / "hub" / "models--timm--vit_base_patch16_224.mae"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    (repo / "snapshots" / commit).mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    state = {k: v.contiguous() for k, v in vit_encoder().state_dict().items()}
+    save_file(state, repo / "snapshots" / commit / "model.safetensors")
+    code = (
+        "import json; from fairscan.models import get_spec, resolve_checkpoint; "
+        "c = resolve_checkpoint(get_spec('mae'), weights=None, init='pretrained'); "
+        "print(json.dumps({'source': c.source, 'format': c.format, "
+        "'sums': {k: float(v.double().sum()) for k, v in c.state_dict.items()}}))"
+    )
+    env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1"}
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    got = json.loads(run.stdout.strip().splitlines()[-1])
+    assert got["source"] == "hf-hub:timm/vit_base_patch16_224.mae"
+    assert got["sums"] == pytest.approx({k: float(v.double().sum()) for k, v in state.items()})
+
+
 def test_no_silent_random_init():
     from fairscan.errors import InputError
     from fairscan.models import get_spec, resolve_checkpoint
