@@ -591,8 +591,6 @@ class _Auditor:
         attribute that varies within patients (age bins across visits) is permuted between images instead.
         """
         cfg = self.cfg
-        if cfg.balanced_test:
-            self.notes.append("permutation p-values use the full test set, not the balanced sets")
         p_values: dict[str, float | None] = {a.name: None for a in self.attrs}
         observed = {}
         for a in self.attrs:
@@ -603,11 +601,68 @@ class _Auditor:
         for a in tested:
             if a.varies_within_patient:
                 self.notes.append(f"{a.name} varies within patients: its permutation test shuffles images")
+        if cfg.balanced_test and tested:
+            p_values.update(self._permute_balanced(data, used, observed, tested))
+            return p_values
         for by_image in (False, True):
             attrs = [a for a in tested if a.varies_within_patient == by_image]
             if attrs:
                 p_values.update(self._permute(data, used, observed, attrs, by_image))
         return p_values
+
+    def _permute_balanced(self, data, used, observed, attrs: list[_Attr]) -> dict[str, float]:
+        """Permutations for gaps measured on balanced test sets.
+
+        Each permutation shuffles the groups (between patients, or between images for an attribute that
+        varies within patients), draws every label's balanced sets again from the shuffled groups and
+        recomputes the gap: the null distribution goes through the same subsampling as the observed gap.
+        (Shuffling on the full test set instead would compare a small-sample gap with a large-sample null
+        and give p-values that are too small.) One sweep per label and permutation, so it costs about as
+        many label sweeps as the bootstrap.
+        """
+        cfg = self.cfg
+        codes = [a.codes if a.varies_within_patient else self.patient_codes[a.name] for a in attrs]
+        streams = [
+            permuted_codes(c, cfg.permutations, cfg.seed, self.attrs.index(a)) for c, a in zip(codes, attrs)
+        ]
+        rng = rng_for(cfg.seed, BALANCE_STREAM, len(self.labels))  # the observed sets use (label, attr) keys
+        ones = np.ones((1, self.n_units))
+        labs = [lab for lab in self.labels if any(lab in used[a.name] for a in attrs)]
+        # per label: segment ids to refill each permutation (n_seg = none), and each attribute's row index
+        # into its shuffled codes (the row's patient, or the row itself for codes shuffled between images)
+        segs = {lab: np.full((len(data[lab].y), 1 + len(attrs)), self.n_seg, dtype=np.int32) for lab in labs}
+        index = {
+            lab: [data[lab].order if a.varies_within_patient else data[lab].pat for a in attrs]
+            for lab in labs
+        }
+        exceed = dict.fromkeys((a.name for a in attrs), 0)
+        counted = dict.fromkeys((a.name for a in attrs), 0)
+        task = self.progress.add_task("permutations", total=cfg.permutations) if self.progress else None
+        for chunk in zip(*streams):
+            for k in range(len(chunk[0])):
+                sums = {a.name: np.zeros(len(a.groups)) for a in attrs}
+                for lab in labs:
+                    r, seg = data[lab], segs[lab]
+                    seg[:, 0] = 0
+                    for j, (a, c, at) in enumerate(zip(attrs, chunk, index[lab]), start=1):
+                        codes = c[k][at]
+                        member = balanced_rows(r.y, codes, len(a.groups), rng)
+                        seg[:, j] = self.n_seg
+                        seg[member, j] = a.offset + codes[member]
+                    aucs = kernels.segment_aucs(r.y, r.pat, seg, r.tied, self.n_seg, ones)[0]
+                    for a in attrs:
+                        if lab in used[a.name]:
+                            sums[a.name] += aucs[a.offset : a.offset + len(a.groups)]
+                for a in attrs:
+                    means = sums[a.name] / len(used[a.name])
+                    if not np.isnan(
+                        means
+                    ).any():  # a shuffle that leaves a group without an AUC is not counted
+                        counted[a.name] += 1
+                        exceed[a.name] += int(means.max() - means.min() >= observed[a.name] - 1e-12)
+            if task is not None:
+                self.progress.update(task, advance=len(chunk[0]))
+        return {name: (1 + exceed[name]) / (1 + counted[name]) for name in exceed}
 
     def _permute(self, data, used, observed, attrs: list[_Attr], by_image: bool) -> dict[str, float]:
         cfg = self.cfg
