@@ -47,3 +47,19 @@ def test_help_does_not_import_heavy_modules():
 def test_python_m_entry_point():
     out = subprocess.run([sys.executable, "-m", "fairscan", "--version"], capture_output=True, text=True)
     assert out.returncode == 0 and "fairscan" in out.stdout
+
+
+def test_a_closed_output_pipe_ends_quietly(tmp_path):
+    """`fairscan audit ... --json | head`: when the reader has gone the command stops with 1, silently."""
+    from tests._preds import make_preds
+
+    make_preds(200, ("edema",), seed=1).to_parquet(tmp_path / "preds.parquet")
+    for args in (["audit", str(tmp_path / "preds.parquet"), "--attrs", "sex", "--intervals", "none",
+                  "--permutations", "0", "--json"], ["models", "list"], ["prepare", "--help"]):  # fmt: skip
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "fairscan", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        proc.stdout.close()  # the reader goes away before the command writes
+        err = proc.stderr.read().decode()
+        assert proc.wait(timeout=300) == 1, args
+        assert "Error" not in err and "Traceback" not in err, (args, err)

@@ -7,6 +7,7 @@ module imports its heavy dependencies inside the command function so that ``fair
 
 from __future__ import annotations
 
+import os
 import sys
 
 import typer
@@ -36,7 +37,7 @@ class _ErrorMappingGroup(TyperGroup):
             if exc.hint:
                 err_console.print(f"  [dim]hint:[/] {exc.hint}", highlight=False, soft_wrap=True)
             ctx.exit(exc.exit_code)
-        except (Exit, TyperException, Abort):
+        except (Exit, TyperException, Abort, BrokenPipeError):
             raise
         except KeyboardInterrupt:
             err_console.print("[yellow]interrupted[/]")
@@ -108,6 +109,12 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except Abort:
         return 130
+    except BrokenPipeError:
+        # The reader closed the pipe (`fairscan audit ... --json | head`): stop quietly with 1, as rich does when
+        # its own writes meet a closed pipe, and point stdout at /dev/null so that Python's flush at exit
+        # cannot raise the same error again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     return rc if isinstance(rc, int) else 0
 
 
