@@ -193,6 +193,33 @@ def test_empty_validate_split_and_existing_run(run_cli, manifest, tmp_path):
     assert (out / "model.safetensors").read_bytes() == before
 
 
+def test_tensorboard_gets_the_run_and_a_missing_or_unknown_tracker_is_refused(run_cli, manifest, tmp_path):
+    import importlib.util
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    common = ["--model", "mae", "--init", "random", "--manifest", manifest, "--epochs", "2", "--batch-size", "8",
+              *TINY_ARGS]  # fmt: skip
+    out = tmp_path / "tb"
+    code, _, err = run_cli("finetune", *common, "--out", out, "--log-with", "tensorboard")
+    assert code == 0, err
+    scalars = {}
+    for events in out.rglob("events.out.tfevents.*"):
+        acc = EventAccumulator(str(events))
+        acc.Reload()
+        scalars |= {tag: [e.value for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+    assert {"train/loss", "train/lr", "train_loss", "val_mean_auc", "val_loss"} <= set(scalars)
+    epochs = [r for r in _lines(out / "metrics.jsonl") if r["kind"] == "epoch"]
+    assert scalars["val_mean_auc"] == pytest.approx([r["val_mean_auc"] for r in epochs])
+
+    code, _, err = run_cli("finetune", *common, "--out", tmp_path / "foo", "--log-with", "foo")
+    assert code == 2 and "--log-with foo: not a tracker Accelerate knows" in err
+    assert not (tmp_path / "foo").exists()
+    if importlib.util.find_spec("wandb") is None:  # asked for and missing: an error, not a run without logs
+        code, _, err = run_cli("finetune", *common, "--out", tmp_path / "wb", "--log-with", "wandb")
+        assert code == 2 and "the wandb package is not installed" in err
+
+
 def test_non_finite_loss_exits_1_and_keeps_the_last_checkpoint(run_cli, manifest, tmp_path, monkeypatch):
     from fairscan.train import supervised
 

@@ -164,6 +164,7 @@ def make_accelerator(
 
     if precision not in ("auto", "bf16", "fp32"):
         raise InputError(f"unknown precision {precision!r}", hint="use auto, bf16 or fp32")
+    check_trackers(trackers or [])
     on_gpu = not cpu and torch.cuda.is_available()
     mixed = "bf16" if (precision == "bf16" or (precision == "auto" and on_gpu)) else "no"
     kwargs: dict[str, Any] = {}
@@ -182,6 +183,27 @@ def make_accelerator(
     )
     set_seed(seed, device_specific=True)
     return acc
+
+
+def check_trackers(names: list[str]) -> None:
+    """Refuse a tracker Accelerate does not know, or one whose package is missing: Accelerate itself would
+    drop a missing one with a log line, and the user who asked for ``--log-with wandb`` would get no logs."""
+    from accelerate.tracking import LOGGER_TYPE_TO_CLASS
+    from accelerate.utils import imports
+
+    for name in names:
+        if name == "all":  # Accelerate's "every tracker that is installed"
+            continue
+        if name not in LOGGER_TYPE_TO_CLASS:
+            raise InputError(
+                f"--log-with {name}: not a tracker Accelerate knows",
+                hint=f"use one or more of {', '.join(sorted(LOGGER_TYPE_TO_CLASS))} (or all)",
+            )
+        if not getattr(imports, f"is_{name}_available")():
+            raise InputError(
+                f"--log-with {name}: the {name} package is not installed",
+                hint=f"install it in this environment (pip install {name.replace('_', '-')}), or drop --log-with",
+            )
 
 
 def build_loaders(train_set, val_set, *, cfg: TrainConfig, per_process_batch: int, collate_fn=None):
