@@ -655,9 +655,8 @@ class _Auditor:
                             sums[a.name] += aucs[a.offset : a.offset + len(a.groups)]
                 for a in attrs:
                     means = sums[a.name] / len(used[a.name])
-                    if not np.isnan(
-                        means
-                    ).any():  # a shuffle that leaves a group without an AUC is not counted
+                    # a shuffle that leaves some group without an AUC has no gap and is not counted
+                    if not np.isnan(means).any():
                         counted[a.name] += 1
                         exceed[a.name] += int(means.max() - means.min() >= observed[a.name] - 1e-12)
             if task is not None:
