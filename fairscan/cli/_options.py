@@ -1,4 +1,5 @@
-"""Option aliases shared by the training commands (`finetune`, `predict`, `pretrain`): one declaration each."""
+"""What the training commands (`finetune`, `predict`, `pretrain`, `study`) share: one declaration of each common
+option, and the helpers that turn options into settings."""
 
 from __future__ import annotations
 
@@ -27,6 +28,9 @@ Compile = Annotated[bool, typer.Option("--compile", help="torch.compile the mode
 LogWith = Annotated[
     str | None,
     typer.Option("--log-with", help="Accelerate trackers: tensorboard, wandb, mlflow (comma list)."),
+]
+SaveEvery = Annotated[
+    int | None, typer.Option("--save-every", min=0, help="Steps between mid-epoch checkpoints (500).")
 ]
 Resume = Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint.")]
 Sets = Annotated[
@@ -71,3 +75,40 @@ def saved_settings(out: Path, keys: tuple[str, ...]) -> dict:
         return {}
     settings = json.loads(record.read_text()).get("settings", {})
     return {k: settings.get(k) for k in keys}
+
+
+def processes(gpus: int | None, procs: int | None, cpu: bool) -> int | None:
+    """The process count --gpus/--procs ask for (None: one), refusing combinations that cannot run."""
+    from fairscan.errors import InputError
+
+    if gpus and procs:
+        raise InputError(
+            "--gpus and --procs exclude each other", hint="--gpus N on GPUs; --cpu --procs N on CPUs"
+        )
+    if gpus and cpu:
+        raise InputError("--gpus and --cpu exclude each other", hint="use --cpu --procs N for CPU processes")
+    if gpus:
+        import torch
+
+        if torch.cuda.device_count() < gpus:
+            raise InputError(
+                f"--gpus {gpus}, but this machine has {torch.cuda.device_count()} GPU(s)",
+                hint="use fewer, or --cpu --procs N to run N CPU processes",
+            )
+    return gpus or procs
+
+
+def settings_model(cls, values: dict):
+    """Build a settings model, turning pydantic's validation errors into one InputError line."""
+    from pydantic import ValidationError
+
+    from fairscan.errors import InputError
+
+    try:
+        return cls(**values)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise InputError(
+            f"bad value for {where}: {first['msg']}", hint="see --help for the accepted values"
+        ) from None

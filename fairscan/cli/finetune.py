@@ -22,10 +22,13 @@ from fairscan.cli._options import (
     Precision,
     Procs,
     Resume,
+    SaveEvery,
     Sets,
     Workers,
     comma_list,
+    processes,
     saved_settings,
+    settings_model,
     with_preset,
 )
 
@@ -50,26 +53,6 @@ Examples:
 
   fairscan predict runs/mae --manifest data/chexpert --split validate -o preds/mae_val.parquet
 """
-
-
-def _processes(gpus: int | None, procs: int | None, cpu: bool) -> int | None:
-    from fairscan.errors import InputError
-
-    if gpus and procs:
-        raise InputError(
-            "--gpus and --procs exclude each other", hint="--gpus N on GPUs; --cpu --procs N on CPUs"
-        )
-    if gpus and cpu:
-        raise InputError("--gpus and --cpu exclude each other", hint="use --cpu --procs N for CPU processes")
-    if gpus:
-        import torch
-
-        if torch.cuda.device_count() < gpus:
-            raise InputError(
-                f"--gpus {gpus}, but this machine has {torch.cuda.device_count()} GPU(s)",
-                hint="use fewer, or --cpu --procs N to run N CPU processes",
-            )
-    return gpus or procs
 
 
 def finetune(
@@ -113,9 +96,7 @@ def finetune(
     compile: Compile = False,
     cache: Cache = None,
     no_cache: NoCache = False,
-    save_every: Annotated[
-        int | None, typer.Option("--save-every", min=0, help="Steps between mid-epoch checkpoints (500).")
-    ] = None,
+    save_every: SaveEvery = None,
     log_with: LogWith = None,
     resume: Resume = False,
     preset: Annotated[
@@ -136,7 +117,7 @@ def finetune(
             FinetuneConfig(**raw["config"]), resume=raw["resume"], console=err_console, launched=True
         )
         return
-    n = _processes(gpus, procs, cpu)
+    n = processes(gpus, procs, cpu)
     given = {
         "model": model, "manifest": manifest and str(manifest), "weights": weights, "init": init,
         "epochs": epochs, "arch": arch, "image_size": image_size, "batch_size": batch_size, "accum": accum,
@@ -154,7 +135,7 @@ def finetune(
                 raise InputError(f"--{name} is required", hint="see `fairscan finetune --help`")
     elif "model" not in given or "manifest" not in given:
         given = {**saved_settings(out, ("model", "manifest")), **given}
-    cfg = _config(FinetuneConfig, {"out": str(out), **given})
+    cfg = settings_model(FinetuneConfig, {"out": str(out), **given})
     run_finetune(cfg, resume=resume, console=err_console, debug=state.debug)
     console.print(str(out / "model.safetensors"), highlight=False, soft_wrap=True)
 
@@ -197,28 +178,12 @@ def predict(
         raise InputError("-o/--output is required", hint="e.g. -o preds.parquet")
     if split not in ("train", "validate", "test"):
         raise InputError(f"unknown split {split!r}", hint="use test, or validate for the audit's thresholds")
-    n = _processes(gpus, procs, cpu)
+    n = processes(gpus, procs, cpu)
     given = {
         "run": str(run), "manifest": str(manifest), "out": str(output), "split": split, "batch_size": batch_size,
         "cpu": cpu, "procs": n or 1, "workers": workers, "precision": precision, "cache": cache and str(cache),
         "use_cache": not no_cache,
     }  # fmt: skip
-    cfg = _config(PredictConfig, {k: v for k, v in given.items() if v is not None})
+    cfg = settings_model(PredictConfig, {k: v for k, v in given.items() if v is not None})
     path = run_predict(cfg, console=err_console, debug=state.debug)
     console.print(str(path), highlight=False, soft_wrap=True)
-
-
-def _config(cls, values: dict):
-    """Build a settings model, turning pydantic's validation errors into one InputError line."""
-    from pydantic import ValidationError
-
-    from fairscan.errors import InputError
-
-    try:
-        return cls(**values)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise InputError(
-            f"bad value for {where}: {first['msg']}", hint="see --help for the accepted values"
-        ) from None

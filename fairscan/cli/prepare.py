@@ -117,7 +117,10 @@ def render(record: dict[str, Any], path: Path, command: str) -> None:
         highlight=False,
     )
     table = Table(title="images by split x sex x race", title_justify="left", box=None, pad_edge=False)
-    races = ["White", "Asian", "Black", "missing"]
+    from fairscan.data.manifest import MISSING
+    from fairscan.schema import RACES
+
+    races = [*RACES, MISSING]
     for col in ["split", "sex", *races, "total", "patients"]:
         table.add_column(col, justify="left" if col in ("split", "sex") else "right")
     for split, s in counts["splits"].items():
@@ -386,7 +389,9 @@ def cache(
     [dim]fairscan prepare cache data/chexpert --size 256[/]
     """
     from fairscan.data.cache import build_cache, cache_files
+    from fairscan.data.manifest import manifest_dir_of
 
+    manifest = manifest_dir_of(manifest)  # the folder, or its manifest.parquet
     with _progress(f"caching {size} px") as update:
         meta = build_cache(manifest, size=size, workers=workers or None, progress=update)
     files = cache_files(manifest, size)

@@ -20,10 +20,13 @@ from fairscan.cli._options import (
     Precision,
     Procs,
     Resume,
+    SaveEvery,
     Sets,
     Workers,
     comma_list,
+    processes,
     saved_settings,
+    settings_model,
     with_preset,
 )
 
@@ -160,9 +163,7 @@ def pretrain(
         Path | None, typer.Option("--cache", help="The image cache to read (one manifest).")
     ] = None,
     no_cache: NoCache = False,
-    save_every: Annotated[
-        int | None, typer.Option("--save-every", min=0, help="Steps between mid-epoch checkpoints (500).")
-    ] = None,
+    save_every: SaveEvery = None,
     log_every: Annotated[
         int | None, typer.Option("--log-every", min=1, help="Steps between metrics.jsonl lines (10).")
     ] = None,
@@ -175,7 +176,6 @@ def pretrain(
     sets: Sets = None,
     launched_config: Launched = None,
 ) -> None:
-    from fairscan.cli.finetune import _config, _processes
     from fairscan.errors import InputError
     from fairscan.train.pretrain import PretrainConfig
     from fairscan.train.pretrain import pretrain as run_pretrain
@@ -186,7 +186,7 @@ def pretrain(
             PretrainConfig(**raw["config"]), resume=raw["resume"], console=err_console, launched=True
         )
         return
-    n = _processes(gpus, procs, cpu)
+    n = processes(gpus, procs, cpu)
     given = {
         "method": method, "manifests": [str(m) for m in manifest] if manifest else None,
         "evaluation": [str(m) for m in eval_manifest] if eval_manifest else None,
@@ -211,7 +211,7 @@ def pretrain(
     if given["method"] not in ("mae", "mocov3"):
         raise InputError(f"unknown --method {given['method']!r}", hint="use mae or mocov3")
     _check_method_options(given, on_command_line)
-    cfg = _config(PretrainConfig, {"out": str(out), **given})
+    cfg = settings_model(PretrainConfig, {"out": str(out), **given})
     run_pretrain(cfg, resume=resume, console=err_console, debug=state.debug)
     if int(os.environ.get("RANK", "0")) == 0:  # under an outside launcher every process gets here
         console.print(str(Path(out) / "model.safetensors"), highlight=False, soft_wrap=True)

@@ -56,10 +56,10 @@ def study(
         int | None, typer.Option("--procs", min=1, help="Processes per run (with --cpu: gloo).")
     ] = None,
 ) -> None:
-    from fairscan.cli.finetune import _processes
+    from fairscan.cli._options import processes
     from fairscan.studies import plan_study, run_study
 
-    n = _processes(gpus, procs, cpu)
+    n = processes(gpus, procs, cpu)
     run_options = {"procs": n, "cpu": True if cpu else None}
     if plan:
         p = plan_study(

@@ -126,14 +126,13 @@ class ImageCache:
         manifest_dir = Path(manifest_dir)
         sizes = [size] if size else sorted(_sizes(manifest_dir), reverse=True)
         manifest = manifest_dir / "manifest.parquet"
+        digest = None  # hashed once, and only when a complete cache turns up
         for s in sizes:
             meta = _read_meta(cache_files(manifest_dir, s)["meta"])
-            if (
-                meta
-                and meta.get("complete")
-                and manifest.is_file()
-                and meta.get("manifest_sha256") == sha256_file(manifest)
-            ):
+            if not (meta and meta.get("complete") and manifest.is_file()):
+                continue
+            digest = digest or sha256_file(manifest)
+            if meta.get("manifest_sha256") == digest:
                 return cls.open(manifest_dir, s)
         return None
 
@@ -205,12 +204,13 @@ def build_cache(
     import pandas as pd
 
     from fairscan.data.images import default_workers, parallel_chunks, resolve_image_paths
+    from fairscan.data.manifest import manifest_dir_of
     from fairscan.io import sha256_file, write_json, write_table
     from fairscan.schema import read_manifest
 
     if not 16 <= size <= 2048:
         raise InputError(f"cache size {size} is out of range", hint="use a size between 16 and 2048 pixels")
-    manifest_dir = Path(manifest_dir)
+    manifest_dir = manifest_dir_of(manifest_dir)  # the folder, or its manifest.parquet
     manifest = read_manifest(manifest_dir)
     if manifest.empty:
         raise InputError(f"{manifest_dir}: the manifest has no rows", hint="prepare it again")

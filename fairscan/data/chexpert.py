@@ -83,9 +83,7 @@ def read_chexpert_csv(path: Path, policy: str, blank: str) -> pd.DataFrame:
         raw["AP/PA"].astype("string").str.strip(),
         raw["Frontal/Lateral"].astype("string").str.strip(),
     )
-    labels = apply_label_policy(
-        coded_labels(raw, {lab: name for lab, name in CHEXPERT_LABELS.items()}, path), policy, blank
-    )
+    labels = apply_label_policy(coded_labels(raw, CHEXPERT_LABELS, path), policy, blank)
     df = pd.DataFrame(
         {
             "image_id": rel,
@@ -153,7 +151,6 @@ def prepare_chexpert(
         test = annotate_race(read_chexpert_csv(valid_csv, label_policy, blank), people)
         test["split"] = "test"
         df = _concat(df, test, valid_csv)
-        warnings += _race_warning(df)
     else:  # published, or a split file
         if split != "published" and not Path(split).is_file():
             raise InputError(
@@ -166,8 +163,10 @@ def prepare_chexpert(
         chosen = read_split_file(split_file, len(df), train_csv)
         df = df.iloc[chosen["index"].to_numpy()].copy()
         df["split"] = chosen["split"].to_numpy()
-        warnings += _race_warning(df)
 
+    race_missing = _race_missing(df)
+    if split != "random":  # the random split's cohort filters drop (or, with all_races, keep by choice) them
+        warnings += _race_warning(race_missing)
     return Prepared(
         manifest=df,
         dataset="chexpert",
@@ -176,7 +175,7 @@ def prepare_chexpert(
         inputs=inputs,
         dropped=log.entries,
         warnings=warnings,
-        extra={"race_missing": _race_missing(df)},
+        extra={"race_missing": race_missing},
     )
 
 
@@ -226,8 +225,7 @@ def _race_missing(df: pd.DataFrame) -> dict:
     }
 
 
-def _race_warning(df: pd.DataFrame) -> list[str]:
-    info = _race_missing(df)
+def _race_warning(info: dict) -> list[str]:
     if not info["images"]:
         return []
     return [

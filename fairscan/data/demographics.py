@@ -25,7 +25,6 @@ if TYPE_CHECKING:
 
 CHEXPERT_RACE_ORDER = ("Black", "White", "Asian")  # later matches overwrite earlier ones
 CHEXPERT_ETHNICITIES = ("Non-Hispanic/Non-Latino", "Not Hispanic")
-DEMO_COLUMNS = ("PATIENT", "GENDER", "AGE_AT_CXR", "PRIMARY_RACE", "ETHNICITY")
 DEMO_REQUIRED = ("PATIENT", "PRIMARY_RACE", "ETHNICITY")  # sex and age come from train.csv
 MIMIC_RACES = {"WHITE": "White", "BLACK/AFRICAN AMERICAN": "Black", "ASIAN": "Asian"}
 MIMIC_RACE_COLUMNS = ("race", "ethnicity")  # MIMIC-IV v2+ spelling, then v1.0's

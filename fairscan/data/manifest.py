@@ -250,18 +250,16 @@ def prevalence(df: pd.DataFrame) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------- image checks
 
 
-def drop_bad_images(
-    prepared: Prepared, *, decode: bool = True, workers: int | None = None, progress=None
-) -> dict[str, str]:
-    """Check every image of ``prepared`` (is it there; with ``decode``, does it decode), drop the rows whose image
-    is missing or unreadable, and list them in the record (``image_problems``). Returns {path: problem}."""
+def drop_bad_images(prepared: Prepared, *, workers: int | None = None, progress=None) -> dict[str, str]:
+    """Check every image of ``prepared`` (is it there, does it decode), drop the rows whose image is missing or
+    unreadable, and list them in the record (``image_problems``). Returns {path: problem}."""
     import pandas as pd
 
     from fairscan.data.images import check_images
 
     df, root = prepared.manifest, prepared.image_root
     files = [str(p if root is None or Path(p).is_absolute() else root / p) for p in df["path"]]
-    problems = check_images(files, decode=decode, workers=workers, progress=progress)
+    problems = check_images(files, decode=True, workers=workers, progress=progress)
     if not problems:
         return problems
     kind = pd.Series([problems.get(f, "ok").split(" ")[0] for f in files], index=df.index)
