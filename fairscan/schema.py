@@ -11,7 +11,6 @@ Predictions columns: ``image_id`` (unique), ``patient_id``, attribute columns, a
 
 from __future__ import annotations
 
-import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -64,6 +63,8 @@ SEXES = ("Male", "Female")
 RACES = ("White", "Asian", "Black")
 MANIFEST_COLUMNS = ("image_id", "path", "patient_id", "study_id", "view", "sex", "age", "race", "split")
 SCHEMA_VERSION = "fairscan.predictions/1"
+AUDIT_SCHEMA = "fairscan.audit/1"  # audit.json (docs/audit-json.md)
+COMPARISON_SCHEMA = "fairscan.comparison/1"  # several models' audits side by side
 LABEL_PREFIX, PROB_PREFIX, LOGIT_PREFIX = "label_", "prob_", "logit_"
 _ID_RE = re.compile(r"^[a-z0-9][a-z0-9_]*$")
 
@@ -299,7 +300,3 @@ def write_predictions(df: pd.DataFrame, path: str | os.PathLike, provenance: dic
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp)
     return Path(path)
-
-
-def finite(x: float | None) -> bool:
-    return x is not None and not (isinstance(x, float) and math.isnan(x))

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 from rich.console import Console
 
+from fairscan.io import TABLE_SUFFIXES
+
 console = Console()  # results
 err_console = Console(stderr=True)  # progress, warnings, logs, errors
 
@@ -42,7 +44,6 @@ GREEDY_OPTIONS: dict[str, dict[str, bool]] = {
     "ensemble": {"--weights": True, "--labels": True},
     "pretrain": {"--manifest": False},
 }
-_TABLE_SUFFIXES = (".parquet", ".csv", ".csv.gz", ".tsv")
 
 
 def expand_greedy(args: list[str]) -> list[str]:
@@ -59,11 +60,7 @@ def expand_greedy(args: list[str]) -> list[str]:
         if tok in greedy:
             first = True
             while i < len(args) and not args[i].startswith("-"):
-                if (
-                    not first
-                    and greedy[tok]
-                    and (args[i].lower().endswith(_TABLE_SUFFIXES) or "=" in args[i])
-                ):
+                if not first and greedy[tok] and (args[i].lower().endswith(TABLE_SUFFIXES) or "=" in args[i]):
                     break
                 if not first:
                     out.append(tok)
@@ -71,3 +68,16 @@ def expand_greedy(args: list[str]) -> list[str]:
                 first = False
                 i += 1
     return out
+
+
+def progress_bar():
+    """The bar long-running commands (audit, demo, study) show on stderr while they work; gone when done."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+    )

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from fairscan.cli._common import console, err_console, info, warn
+from fairscan.cli._common import console, info, progress_bar, warn
 from fairscan.errors import GateFailed, InputError
 
 EXAMPLES = """
@@ -187,15 +187,7 @@ def audit(
     loaded = [_read(p, the_mapping) for p in paths]
     thresholds = _read(thresholds_from, the_mapping) if thresholds_from else None
 
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-    progress = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TimeElapsedColumn(),
-        console=err_console,
-        transient=True,
-    )
+    progress = progress_bar()
     with progress:
         if len(loaded) == 1:
             from fairscan.fairness.audit import audit as run_audit

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from fairscan.cli._common import console, err_console, state
+from fairscan.cli._common import console, err_console, progress_bar, state
 
 DEMO_HELP = """The whole pipeline on synthetic data, no downloads: the README's first command.
 
@@ -35,18 +35,10 @@ def demo(
         typer.Option("--set", help="Override a key of the demo's presets, e.g. finetune.epochs=2."),
     ] = None,
 ) -> None:
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
     from fairscan.cli.study import render_summary
     from fairscan.demo import run_demo
 
-    progress = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TimeElapsedColumn(),
-        console=err_console,
-        transient=True,
-    )
+    progress = progress_bar()
     paths = run_demo(
         out, quick=quick, overrides=sets, console=err_console, progress=progress, debug=state.debug
     )

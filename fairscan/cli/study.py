@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from fairscan.cli._common import console, err_console, state
+from fairscan.cli._common import console, err_console, progress_bar, state
 
 STUDY_HELP = """Run a paper table or figure end to end (resumable) and report the paper's numbers beside ours.
 
@@ -75,15 +75,7 @@ def study(
             )
         console.print(f"report: {p.out}", highlight=False)
         return
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-    progress = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TimeElapsedColumn(),
-        console=err_console,
-        transient=True,
-    )
+    progress = progress_bar()
     paths = run_study(
         name, seeds=seeds, quick=quick or None, overrides=sets, out=out, run_options=run_options,
         console=err_console, debug=state.debug, progress=progress,

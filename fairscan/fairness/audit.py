@@ -31,12 +31,12 @@ from fairscan.fairness.resample import (
     permuted_codes,
     rng_for,
 )
-from fairscan.schema import RACES, SEXES, Predictions, read_predictions
+from fairscan.io import TABLE_SUFFIXES
+from fairscan.schema import AUDIT_SCHEMA, RACES, SEXES, Predictions, read_predictions
 
 if TYPE_CHECKING:
     import pandas as pd
 
-AUDIT_SCHEMA = "fairscan.audit/1"
 INTERSECT = "+"  # "sex+race" audits the intersectional groups of sex and race
 
 
@@ -631,6 +631,8 @@ class _Auditor:
         # per label: segment ids to refill each permutation (n_seg = none), and each attribute's row index
         # into its shuffled codes (the row's patient, or the row itself for codes shuffled between images)
         segs = {lab: np.full((len(data[lab].y), 1 + len(attrs)), self.n_seg, dtype=np.int32) for lab in labs}
+        for seg in segs.values():
+            seg[:, 0] = 0  # every row is in the overall segment
         index = {
             lab: [data[lab].order if a.varies_within_patient else data[lab].pat for a in attrs]
             for lab in labs
@@ -643,7 +645,6 @@ class _Auditor:
                 sums = {a.name: np.zeros(len(a.groups)) for a in attrs}
                 for lab in labs:
                     r, seg = data[lab], segs[lab]
-                    seg[:, 0] = 0
                     for j, (a, c, at) in enumerate(zip(attrs, chunk, index[lab]), start=1):
                         codes = c[k][at]
                         member = balanced_rows(r.y, codes, len(a.groups), rng)
@@ -726,14 +727,7 @@ class _Auditor:
     # -- output
 
     def _ci(self, reps: np.ndarray | None) -> list[float] | None:
-        if reps is None:
-            return None
-        reps = reps[~np.isnan(reps)]
-        if len(reps) < max(10, 0.5 * self.cfg.n_boot):
-            return None
-        lo = 100 * (1 - self.cfg.ci_level) / 2
-        a, b = np.percentile(reps, [lo, 100 - lo])
-        return [float(a), float(b)]
+        return percentile_ci(reps, self.cfg.ci_level, min_count=boot_min_count(self.cfg.n_boot))
 
     def _assemble(self, data, counts, point, plp, plb, sp, sb, delong, p_values, thresholds, rates, used):
         cfg = self.cfg
@@ -820,13 +814,13 @@ class _Auditor:
             label_gaps = {lab: plp[lab]["attrs"][a.name]["gap"][0] for lab in used[a.name]}
             max_lab = max(label_gaps, key=lambda k: -np.inf if np.isnan(label_gaps[k]) else label_gaps[k])
 
-            def per_group(key, ci=False, a=a, gm=gm):
+            def per_group(key, ci=False, a=a, spa=spa):
                 vals = {}
                 for gi, g in enumerate(a.groups):
                     if ci:
                         vals[g] = sboot(lambda b, key=key, gi=gi: b["attrs"][a.name][key][:, gi])
                     else:
-                        vals[g] = num(sp["attrs"][a.name][key][0, gi])
+                        vals[g] = num(spa[key][0, gi])
                 return vals
 
             summary_attrs[a.name] = {
@@ -935,6 +929,23 @@ class _Auditor:
         return out
 
 
+def percentile_ci(reps: np.ndarray | None, level: float, *, min_count: float = 10) -> list[float] | None:
+    """Percentile interval over the replicates that are not NaN; None with fewer than ``min_count`` of them."""
+    if reps is None:
+        return None
+    reps = reps[~np.isnan(reps)]
+    if len(reps) < min_count:
+        return None
+    lo = 100 * (1 - level) / 2
+    a, b = np.percentile(reps, [lo, 100 - lo])
+    return [float(a), float(b)]
+
+
+def boot_min_count(n_boot: int) -> float:
+    """An interval needs at least half the bootstrap replicates (and 10) to be defined."""
+    return max(10, 0.5 * n_boot)
+
+
 def _nan_list(ci) -> list[float] | None:
     return None if np.isnan(ci).any() else [float(ci[0]), float(ci[1])]
 
@@ -967,7 +978,7 @@ def _ece(y: np.ndarray, p: np.ndarray, bins: int) -> float | None:
 
 def _stem(source: str) -> str:
     name = os.path.basename(str(source))
-    for suffix in (".parquet", ".csv.gz", ".csv", ".tsv"):
+    for suffix in TABLE_SUFFIXES:
         if name.endswith(suffix):
             return name[: -len(suffix)]
     return name or "predictions"

@@ -11,15 +11,20 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from fairscan import __version__
 from fairscan.errors import InputError
 from fairscan.fairness.align import align
-from fairscan.fairness.audit import AuditConfig, AuditResult, _as_predictions, _resolve_config, _stem, audit
-from fairscan.schema import Predictions
+from fairscan.fairness.audit import (
+    AuditConfig,
+    AuditResult,
+    _as_predictions,
+    _resolve_config,
+    _stem,
+    audit,
+    percentile_ci,
+)
+from fairscan.schema import COMPARISON_SCHEMA, Predictions
 
-COMPARISON_SCHEMA = "fairscan.comparison/1"
 FS_EPSILON = 0.01  # METHOD section 5: C = max FG + 1 AUC point, so the least fair model scores 1 point
 
 
@@ -78,15 +83,6 @@ def compare(
     return ComparisonResult(audits=audits, reference=ref, _dict=_comparison_dict(audits, ref, cfg))
 
 
-def _ci(x: np.ndarray, level: float) -> list[float] | None:
-    x = x[~np.isnan(x)]
-    if len(x) < 10:
-        return None
-    lo = 100 * (1 - level) / 2
-    a, b = np.percentile(x, [lo, 100 - lo])
-    return [float(a), float(b)]
-
-
 def _comparison_dict(audits: list[AuditResult], ref: str, cfg: AuditConfig) -> dict[str, Any]:
     attrs = audits[0].attrs
     gaps = {a: [r.gap(a) for r in audits] for a in attrs}
@@ -127,13 +123,15 @@ def _comparison_dict(audits: list[AuditResult], ref: str, cfg: AuditConfig) -> d
             "gap_diff_ci": {a: None for a in attrs},
         }
         if r.replicates and base.replicates:
-            entry["mean_auc_diff_ci"] = _ci(
+            entry["mean_auc_diff_ci"] = percentile_ci(
                 r.replicates["mean_auc"] - base.replicates["mean_auc"], cfg.ci_level
             )
             for a in attrs:
                 key = f"gap:{a}"
                 if key in r.replicates and key in base.replicates:
-                    entry["gap_diff_ci"][a] = _ci(r.replicates[key] - base.replicates[key], cfg.ci_level)
+                    entry["gap_diff_ci"][a] = percentile_ci(
+                        r.replicates[key] - base.replicates[key], cfg.ci_level
+                    )
         paired[r.name] = entry
     return {
         "schema": COMPARISON_SCHEMA,

@@ -116,21 +116,6 @@ def permuted_segment_aucs(y, unit, tied, unit_seg, n_seg):
     return out
 
 
-def auc(y: np.ndarray, p: np.ndarray) -> float:
-    """Exact AUC of one labelled sample (NaN when it has one class); equals scikit-learn's value."""
-    order = np.argsort(p, kind="mergesort")
-    seg = np.zeros((len(y), 1), dtype=np.int32)
-    out = segment_aucs(
-        y[order].astype(np.int8),
-        np.arange(len(y), dtype=np.int32),
-        seg,
-        ties(p[order].astype(np.float64)),
-        1,
-        np.ones((1, len(y))),
-    )
-    return float(out[0, 0])
-
-
 def delong_ci(y: np.ndarray, p: np.ndarray, level: float = 0.95) -> tuple[float, float, float]:
     """AUC with DeLong's analytic interval (fast midrank algorithm of Sun & Xu, 2014), clipped to [0, 1]."""
     from scipy.stats import norm, rankdata

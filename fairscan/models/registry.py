@@ -46,10 +46,6 @@ class ModelSpec:
     layer_decay: float | None  # None: off
     scratch: bool = False  # random init is the recipe, not a fallback
 
-    @property
-    def needs_weights(self) -> bool:
-        return not self.scratch
-
 
 _VIT, _RESNET = "ViT-B/16", "ResNet-152x2 (v2)"
 _MED_MAE_MEAN, _MED_MAE_STD = (0.5056,) * 3, (0.252,) * 3

@@ -12,12 +12,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from fairscan.errors import InputError
-
-AUDIT_SCHEMA = "fairscan.audit/1"
-COMPARISON_SCHEMA = "fairscan.comparison/1"
+from fairscan.schema import AUDIT_SCHEMA, COMPARISON_SCHEMA  # noqa: F401  re-exported for the report modules
 
 UNITS_NOTE = "AUC points (fraction × 100, 2 decimals); JSON holds fractions"
-RATE_UNITS_NOTE = "rate points (fraction × 100, 2 decimals); JSON holds fractions"
 MISSING = "—"
 EXCLUDES_ZERO_MARK = "*"
 

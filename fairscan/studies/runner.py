@@ -737,17 +737,10 @@ def study_dict(plan: Plan, *, progress=None) -> dict[str, Any]:
 
 
 def _ci(x, level: float, n_boot: int) -> list[float] | None:
-    """Percentile interval over replicates, as the audit computes its own."""
-    import numpy as np
+    """Percentile interval over replicates, by the audit's own rule."""
+    from fairscan.fairness.audit import boot_min_count, percentile_ci
 
-    if x is None:
-        return None
-    x = x[~np.isnan(x)]
-    if len(x) < max(10, 0.5 * n_boot):
-        return None
-    lo = 100 * (1 - level) / 2
-    a, b = np.percentile(x, [lo, 100 - lo])
-    return [float(a), float(b)]
+    return percentile_ci(x, level, min_count=boot_min_count(n_boot))
 
 
 def _agrees(value: float | None, expect: str | None) -> bool | None:

@@ -185,12 +185,12 @@ def finetune(
 ) -> dict[str, Any]:
     """Run (or continue) a fine-tuning run; returns the final stage record (on the main process)."""
     from fairscan.train.launch import relaunch, under_launcher
-    from fairscan.train.loop import check_run_folder
+    from fairscan.train.loop import check_run_folder, resumed_config
 
     if not launched:
         saved = check_run_folder(cfg.out, resume=resume)
         if saved is not None:
-            cfg = _resumed_config(cfg, saved)
+            cfg = resumed_config(cfg, saved)
         cfg = cfg.resolve()
         if cfg.procs > 1 and not under_launcher():
             _validate(cfg, console)
@@ -199,19 +199,6 @@ def finetune(
             )
             return json.loads((Path(cfg.out) / "stage.json").read_text())
     return _run(cfg, resume=resume, console=console)
-
-
-def _resumed_config(cfg: FinetuneConfig, saved: dict) -> FinetuneConfig:
-    """The saved run's settings; options given now must agree with them."""
-    old = FinetuneConfig(**saved["settings"])
-    given = cfg.model_dump(exclude_unset=True)
-    differ = [k for k, v in given.items() if k not in ("out",) and old.model_dump().get(k) != v]
-    if differ:
-        raise InputError(
-            f"{cfg.out}: --resume continues the saved settings, but {', '.join(differ)} differ",
-            hint="drop those options (the run's stage.json has its settings), or start a new --out",
-        )
-    return old
 
 
 def _validate(cfg: FinetuneConfig, console) -> None:
@@ -241,7 +228,7 @@ def _run(cfg: FinetuneConfig, *, resume: bool, console) -> dict[str, Any]:
         load_encoder,
         resolve_checkpoint,
     )
-    from fairscan.train.loop import TrainConfig, make_accelerator, train
+    from fairscan.train.loop import TrainConfig, flat_settings, fmt_metric, make_accelerator, printer, train
     from fairscan.train.supervised import Supervised
 
     t_start = time.time()
@@ -253,7 +240,7 @@ def _run(cfg: FinetuneConfig, *, resume: bool, console) -> dict[str, Any]:
         trackers=cfg.trackers, project_dir=out,
     )  # fmt: skip
     main = acc.is_main_process
-    say = _printer(console if main else None)
+    say = printer(console if main else None)
 
     head = PROBE_HEAD if cfg.linear_probe else LINEAR_HEAD
     model = build_model(
@@ -359,7 +346,7 @@ def _run(cfg: FinetuneConfig, *, resume: bool, console) -> dict[str, Any]:
     )  # fmt: skip
     result = train(
         objective, accelerator=acc, train_set=train_set, val_set=val_set, cfg=tcfg, out_dir=out,
-        resume=resume, console=console, tracker_config=_flat(cfg.model_dump()),
+        resume=resume, console=console, tracker_config=flat_settings(cfg.model_dump()),
     )  # fmt: skip
 
     if cfg.linear_probe:
@@ -383,17 +370,11 @@ def _run(cfg: FinetuneConfig, *, resume: bool, console) -> dict[str, Any]:
     if main:
         write_json(out / "stage.json", stage)
         say(
-            f"[green]done[/]: best validation mean AUC {_fmt(result.best_metric)} at epoch "
+            f"[green]done[/]: best validation mean AUC {fmt_metric(result.best_metric)} at epoch "
             f"{(result.best_epoch or 0) + 1}; {out}/model.safetensors"
         )
     acc.wait_for_everyone()
     return stage
-
-
-def _printer(console):
-    if console is None:
-        return lambda msg: None
-    return lambda msg: console.print(msg, highlight=False, soft_wrap=True)
 
 
 def _normalisation(spec, ckpt) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -420,11 +401,3 @@ def _check_backbone(model, out: Path, before: str | None) -> dict[str, Any]:
             hint="this is a bug in fairscan: please report it with the run's stage.json",
         )
     return {"backbone_sha256_before": before, "backbone_sha256_after": after, "identical": True}
-
-
-def _flat(d: dict) -> dict:
-    return {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in d.items()}
-
-
-def _fmt(x: float | None) -> str:
-    return "n/a" if x is None else f"{x:.4f}"

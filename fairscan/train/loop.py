@@ -319,6 +319,36 @@ def check_run_folder(out: str | os.PathLike, *, resume: bool, stage: str | None 
     return None
 
 
+def resumed_config(cfg, saved: dict):
+    """The saved run's settings (a model of ``cfg``'s type); options given now must agree with them."""
+    old = type(cfg)(**saved["settings"])
+    given = cfg.model_dump(exclude_unset=True)
+    ref = old.model_dump()
+    differ = [k for k, v in given.items() if k != "out" and ref.get(k) != v]
+    if differ:
+        raise InputError(
+            f"{cfg.out}: --resume continues the saved settings, but {', '.join(differ)} differ",
+            hint="drop those options (the run's stage.json has its settings), or start a new --out",
+        )
+    return old
+
+
+def printer(console) -> Callable[[str], None]:
+    """``say(msg)`` on ``console`` (rich markup, no highlighting), or a no-op without one."""
+    if console is None:
+        return lambda msg: None
+    return lambda msg: console.print(msg, highlight=False, soft_wrap=True)
+
+
+def flat_settings(d: dict) -> dict:
+    """Settings as trackers take them: numbers, strings and booleans as they are, anything else as text."""
+    return {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in d.items()}
+
+
+def fmt_metric(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.4f}"
+
+
 def find_state(out_dir: Path) -> Path | None:
     """The newest complete checkpoint: ``state/``, or ``state.prev/`` if a kill fell between the renames."""
     for name in (STATE, STATE_PREV):

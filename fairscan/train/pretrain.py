@@ -46,6 +46,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from fairscan import __version__
 from fairscan.errors import InputError, RunError
+from fairscan.models.registry import IMAGENET_MEAN, IMAGENET_STD
 
 BLR = 1.5e-4
 TARGET_BATCH = 4096
@@ -54,8 +55,6 @@ WARMUP_EPOCHS = 40.0
 SELECT_PERCENT = 5  # the final 5% of epochs, rounded up (integer arithmetic: 5% of 20 is exactly 1)
 CROP_SCALE = (0.2, 1.0)
 ROTATION = 7.0
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 WEIGHT_DECAY = {"mae": 0.05, "mocov3": 0.1}
 MODEL_NAMES = {"mae": "medical-mae", "mocov3": "medical-mocov3"}
 POOLING = {"mae": "avg", "mocov3": "token"}  # how each family fine-tunes (METHOD 5b)
@@ -447,27 +446,13 @@ def model_info(cfg: PretrainConfig) -> dict:
 # ----------------------------------------------------------------------------------------------- the run
 
 
-def _resumed_config(cfg: PretrainConfig, saved: dict) -> PretrainConfig:
-    """The saved run's settings; options given now must agree with them."""
-    old = PretrainConfig(**saved["settings"])
-    given = cfg.model_dump(exclude_unset=True)
-    ref = old.model_dump()
-    differ = [k for k, v in given.items() if k != "out" and ref.get(k) != v]
-    if differ:
-        raise InputError(
-            f"{cfg.out}: --resume continues the saved settings, but {', '.join(differ)} differ",
-            hint="drop those options (the run's stage.json has its settings), or start a new --out",
-        )
-    return old
-
-
 def prepare_run(cfg: PretrainConfig, resume: bool = False) -> tuple[PretrainConfig, dict | None]:
     """Resolve settings and check everything that can fail on bad input, before any process starts."""
-    from fairscan.train.loop import check_run_folder
+    from fairscan.train.loop import check_run_folder, resumed_config
 
     saved = check_run_folder(cfg.out, resume=resume, stage="pretrain")
     if saved is not None:
-        cfg = _resumed_config(cfg, saved)
+        cfg = resumed_config(cfg, saved)
     return cfg.resolve(), saved
 
 
@@ -481,8 +466,9 @@ def pretrain(
 ) -> dict[str, Any]:
     """Run (or continue) a pre-training run; returns the stage record (on the main process)."""
     from fairscan.train.launch import relaunch, under_launcher
+    from fairscan.train.loop import printer
 
-    say = _printer(console)
+    say = printer(console)
     if not launched:
         if (
             under_launcher()
@@ -501,10 +487,6 @@ def pretrain(
                      processes=cfg.procs, debug=debug)  # fmt: skip
             return json.loads((Path(cfg.out) / "stage.json").read_text())
     return _run(cfg, resume=resume, console=console, warned=launched)
-
-
-def _printer(console):
-    return (lambda msg: console.print(msg, highlight=False, soft_wrap=True)) if console else (lambda m: None)
 
 
 def _check_pool_size(cfg: PretrainConfig, n: int) -> None:
@@ -527,7 +509,7 @@ def _run(cfg: PretrainConfig, *, resume: bool, console, warned: bool) -> dict[st
 
     from fairscan.io import fingerprint, write_json
     from fairscan.models import MODEL_JSON, MODEL_WEIGHTS
-    from fairscan.train.loop import TrainConfig, make_accelerator, train
+    from fairscan.train.loop import TrainConfig, flat_settings, fmt_metric, make_accelerator, printer, train
 
     t_start = time.time()
     out = Path(cfg.out)
@@ -539,7 +521,7 @@ def _run(cfg: PretrainConfig, *, resume: bool, console, warned: bool) -> dict[st
         trackers=cfg.trackers, project_dir=out,
     )  # fmt: skip
     main = acc.is_main_process
-    say = _printer(console if main else None)
+    say = printer(console if main else None)
     if not warned:
         for w in warnings:
             say(f"[yellow]warning:[/] {w}")
@@ -622,7 +604,7 @@ def _run(cfg: PretrainConfig, *, resume: bool, console, warned: bool) -> dict[st
     )  # fmt: skip
     result = train(
         objective, accelerator=acc, train_set=train_set, val_set=_Never() if cfg.snapshots else None, cfg=tcfg,
-        out_dir=out, resume=resume, console=console, tracker_config=_flat(cfg.model_dump()),
+        out_dir=out, resume=resume, console=console, tracker_config=flat_settings(cfg.model_dump()),
     )  # fmt: skip
 
     snaps = [out / SNAPSHOTS / f"epoch-{e:04d}" for e in cfg.snapshots]
@@ -651,7 +633,7 @@ def _run(cfg: PretrainConfig, *, resume: bool, console, warned: bool) -> dict[st
         write_json(out / "stage.json", stage)
         say(
             f"[green]done[/]: selected epoch {stage['result']['selected_epoch']} (loss "
-            f"{_fmt(result.best_metric)}); {out / MODEL_WEIGHTS}; fine-tune it with `fairscan finetune --model "
+            f"{fmt_metric(result.best_metric)}); {out / MODEL_WEIGHTS}; fine-tune it with `fairscan finetune --model "
             f"{MODEL_NAMES[cfg.method]} --weights {out} ...`"
         )
     acc.wait_for_everyone()
@@ -672,11 +654,3 @@ def epoch_losses(out: Path) -> list[float]:
         if rec.get("kind") == "epoch":
             losses.append(round(float(rec["train_loss"]), 6))
     return losses
-
-
-def _flat(d: dict) -> dict:
-    return {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in d.items()}
-
-
-def _fmt(x: float | None) -> str:
-    return "n/a" if x is None else f"{x:.4f}"
