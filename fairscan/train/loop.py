@@ -376,15 +376,22 @@ def _save_state(accelerator, out_dir: Path, progress: _Progress) -> None:
     accelerator.wait_for_everyone()
 
 
-def _save_model(accelerator, objective: Objective, model, out_dir: Path) -> None:
+def write_weights(path: Path, state: dict[str, torch.Tensor]) -> None:
+    """A state dict as safetensors (CPU, contiguous copies), written atomically: a reader never sees half."""
     from safetensors.torch import save_file
 
+    state = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata={"format": "pt"})
+
+
+def _save_model(accelerator, objective: Objective, model, out_dir: Path) -> None:
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        state = objective.export(accelerator.unwrap_model(model, keep_torch_compile=False))
-        state = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
-        with atomic_path(out_dir / "model.safetensors") as tmp:
-            save_file(state, str(tmp), metadata={"format": "pt"})
+        write_weights(
+            out_dir / "model.safetensors",
+            objective.export(accelerator.unwrap_model(model, keep_torch_compile=False)),
+        )
     accelerator.wait_for_everyone()
 
 

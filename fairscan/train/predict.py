@@ -62,14 +62,14 @@ def predict(cfg: PredictConfig, *, console=None, debug: bool = False, launched: 
     """Write the predictions file; returns its path (None on processes other than the main one)."""
     from fairscan.train.launch import relaunch, under_launcher
 
-    _inputs(cfg)
+    _, frame = _inputs(cfg)
     if not launched and cfg.procs > 1 and not under_launcher():
         relaunch("predict", {"config": cfg.model_dump()}, processes=cfg.procs, debug=debug)
         return Path(cfg.out)
-    return _run(cfg, console=console)
+    return _run(cfg, frame, console=console)
 
 
-def _run(cfg: PredictConfig, *, console) -> Path | None:
+def _run(cfg: PredictConfig, frame, *, console) -> Path | None:
     import numpy as np
     import pandas as pd
     import torch
@@ -84,7 +84,6 @@ def _run(cfg: PredictConfig, *, console) -> Path | None:
     from fairscan.train.loop import make_accelerator
     from fairscan.train.supervised import gather_outputs
 
-    info, frame = _inputs(cfg)
     acc = make_accelerator(cpu=cfg.cpu, precision=cfg.precision, seed=0)
     model, info = load_run_model(cfg.run)
     channels_last = info.family == "resnet" and acc.device.type == "cuda"

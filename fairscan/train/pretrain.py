@@ -349,17 +349,6 @@ def build_pool_dataset(cfg: PretrainConfig, frames) -> PoolDataset:
     return PoolDataset(parts, augment, seed=cfg.seed)
 
 
-class _Never:
-    """A one-item dataset that is never iterated: it makes the loop call ``evaluate`` after every epoch,
-    the only per-epoch hook it offers (used for epoch snapshots)."""
-
-    def __len__(self) -> int:
-        return 1
-
-    def __getitem__(self, i):
-        raise IndexError(i)
-
-
 # ------------------------------------------------------------------------------------------ the objective
 
 
@@ -388,12 +377,7 @@ def make_objective(model, cfg: PretrainConfig, *, out: Path, info_json: dict):
         select_metric = "train_loss"
         select_mode = "min"
 
-        def __init__(self, module):
-            super().__init__(module)
-            self._epoch = None
-
         def loss(self, model, batch):
-            self._epoch = batch["epoch"]
             if cfg.method == "mae":
                 return model(batch["image"])
             loss, (_, _, k1, _) = model(batch["image"], return_outputs=True)
@@ -405,12 +389,10 @@ def make_objective(model, cfg: PretrainConfig, *, out: Path, info_json: dict):
         def export(self, unwrapped):
             return unwrapped.encoder_state_dict()
 
-        def evaluate(self, model, loader, accelerator):
-            if self._epoch is None:
-                return {}
-            epoch = int(self._epoch.reshape(-1)[0]) + 1  # 1-based: the epoch just finished
-            if epoch in cfg.snapshots and accelerator.is_main_process:
-                save_encoder(out / SNAPSHOTS / f"epoch-{epoch:04d}", self.export(self.model), info_json)
+        def on_epoch_end(self, unwrapped, epoch, accelerator):
+            done = epoch + 1  # snapshots are named by 1-based epoch: the one just finished
+            if done in cfg.snapshots and accelerator.is_main_process:
+                save_encoder(out / SNAPSHOTS / f"epoch-{done:04d}", self.export(unwrapped), info_json)
             return {}
 
     return SelfSupervised(model)
@@ -418,16 +400,13 @@ def make_objective(model, cfg: PretrainConfig, *, out: Path, info_json: dict):
 
 def save_encoder(folder: Path, state: dict, info_json: dict) -> None:
     """``model.json`` then ``model.safetensors``, each written atomically (a reader never sees half a file)."""
-    from safetensors.torch import save_file
-
-    from fairscan.io import atomic_path, write_json
+    from fairscan.io import write_json
     from fairscan.models import MODEL_JSON, MODEL_WEIGHTS
+    from fairscan.train.loop import write_weights
 
     folder.mkdir(parents=True, exist_ok=True)
     write_json(folder / MODEL_JSON, info_json)
-    state = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
-    with atomic_path(folder / MODEL_WEIGHTS) as tmp:
-        save_file(state, str(tmp), metadata={"format": "pt"})
+    write_weights(folder / MODEL_WEIGHTS, state)
 
 
 def model_info(cfg: PretrainConfig) -> dict:
@@ -603,7 +582,7 @@ def _run(cfg: PretrainConfig, *, resume: bool, console, warned: bool) -> dict[st
         select_after_epoch=cfg.select_from_epoch,
     )  # fmt: skip
     result = train(
-        objective, accelerator=acc, train_set=train_set, val_set=_Never() if cfg.snapshots else None, cfg=tcfg,
+        objective, accelerator=acc, train_set=train_set, val_set=None, cfg=tcfg,
         out_dir=out, resume=resume, console=console, tracker_config=flat_settings(cfg.model_dump()),
     )  # fmt: skip
 

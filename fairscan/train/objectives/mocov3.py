@@ -35,6 +35,7 @@ from fairscan.train.objectives._vit import (
     create_vit_encoder,
     freeze_sincos_pos_embed,
     patch_embed_fan,
+    xavier_linear_init,
 )
 
 TEMPERATURE = 0.2
@@ -116,18 +117,13 @@ def init_moco_encoder(encoder: nn.Module) -> None:
     near zero; the patch projection is xavier-uniform, zero bias, and never trained.
     """
     for name, m in encoder.named_modules():
-        if isinstance(m, nn.Linear):
-            if name.endswith("qkv"):
-                val = math.sqrt(6.0 / float(m.weight.shape[0] // 3 + m.weight.shape[1]))
-                nn.init.uniform_(m.weight, -val, val)
-            else:
-                nn.init.xavier_uniform_(m.weight)
+        if isinstance(m, nn.Linear) and name.endswith("qkv"):
+            val = math.sqrt(6.0 / float(m.weight.shape[0] // 3 + m.weight.shape[1]))
+            nn.init.uniform_(m.weight, -val, val)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm) and m.elementwise_affine:
-            nn.init.ones_(m.weight)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
+        else:
+            xavier_linear_init(m)
     nn.init.normal_(encoder.cls_token, std=1e-6)
     proj = encoder.patch_embed.proj
     fan_in, fan_out = patch_embed_fan(encoder)
