@@ -225,6 +225,20 @@ def test_threshold_metrics_have_patient_bootstrap_intervals():
     assert th["tpr"] == sex["groups"]["Female"]["threshold"]["tpr"] and th["tpr_ci"] is None
 
 
+def test_thresholds_from_validation_and_tuning_on_test_exclude_each_other(run_cli, tmp_path):
+    from fairscan.errors import InputError
+
+    val = make_preds(300, ("edema",), seed=7)
+    test = make_preds(300, ("edema",), seed=8)
+    with pytest.raises(InputError, match="exclude each other"):  # the API, as the CLI and presets reach it
+        fairscan.audit(test, attrs=["sex"], thresholds_from=val, tune_thresholds_on_test=True)
+    test.to_parquet(tmp_path / "t.parquet")
+    val.to_parquet(tmp_path / "v.parquet")
+    code, _, err = run_cli("audit", tmp_path / "t.parquet", "--attrs", "sex", "--thresholds-from",
+                           tmp_path / "v.parquet", "--tune-thresholds-on-test")  # fmt: skip
+    assert code == 2 and "--thresholds-from and --tune-thresholds-on-test exclude each other" in err
+
+
 def test_thresholds_tuned_on_test_are_labelled():
     df = make_preds(400, ("edema",), seed=9)
     d = fairscan.audit(

@@ -178,8 +178,6 @@ def audit(
         raise InputError(
             "--set overrides a preset's keys", hint="add --preset NAME, or use the options directly"
         )
-    if thresholds_from is not None and tune_on_test:
-        raise InputError("--thresholds-from and --tune-thresholds-on-test exclude each other")
     paths, given_names = _split_inputs(preds)
     names = names or given_names
     cfg = _config(AuditConfig, settings)

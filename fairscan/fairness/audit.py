@@ -357,6 +357,8 @@ class _Auditor:
         self.attrs = _build_attrs(frame, cfg.attrs, cfg.age_bins, preds.source)
         self.n_seg = 1 + sum(len(a.groups) for a in self.attrs)
         self._patients()
+        if thresholds_from is not None and cfg.tune_thresholds_on_test:
+            raise InputError("--thresholds-from and --tune-thresholds-on-test exclude each other")
         self.thr_source = thresholds_from
 
     # -- set-up
@@ -575,11 +577,10 @@ class _Auditor:
         out = {}
         for lab, r in data.items():
             ci = np.full((self.n_seg, 2), np.nan)
-            for k in range(self.n_seg):
+            for k in np.flatnonzero(valid_seg[lab]):
                 rows = (r.seg == k).any(axis=1)
-                if valid_seg[lab][k]:
-                    _, lo, hi = kernels.delong_ci(r.y[rows], r.scores[rows], self.cfg.ci_level)
-                    ci[k] = lo, hi
+                _, lo, hi = kernels.delong_ci(r.y[rows], r.scores[rows], self.cfg.ci_level)
+                ci[k] = lo, hi
             out[lab] = ci
         self.notes.append("DeLong intervals cover single AUCs only; gaps, deltas and means have no interval")
         return out

@@ -75,7 +75,9 @@ def compare(
     ref = reference or model_names[0]
     if ref not in model_names:
         raise InputError(f"unknown reference model {ref!r}", hint=f"models: {', '.join(model_names)}")
-    thr = thresholds_from if not isinstance(thresholds_from, list) else None
+    thr = (
+        _as_predictions(thresholds_from) if thresholds_from is not None else None
+    )  # read once, not per model
     audits = [
         audit(p, config=cfg, name=n, thresholds_from=thr, progress=progress)
         for p, n in zip(loaded, model_names)
