@@ -72,9 +72,9 @@ def make_pool(
             f"the pool lists the dataset {max(names, key=names.count)!r} twice",
             hint="a pool takes each dataset once (its images would repeat); pick one manifest per dataset",
         )
-    parts, sources, inputs = [], [], {}
+    parts, sources, inputs, read = [], [], {}, {}
     for name, folder in zip(names, dirs, strict=True):
-        df = read_manifest(folder)
+        df = read[folder.resolve()] = read_manifest(folder)
         before = (len(df), int(df["patient_id"].nunique()))
         if splits:
             df = df[df["split"].isin(splits)]
@@ -98,7 +98,7 @@ def make_pool(
     pool = pd.concat(parts, ignore_index=True)
     labels = [c for c in pool.columns if c.startswith(LABEL_PREFIX)]
     pool = pool[[*MANIFEST_COLUMNS, *labels, "source", "source_split"]]
-    leakage = find_leakage(pool, [*dirs, *(manifest_dir_of(e) for e in evaluation)])
+    leakage = find_leakage(pool, [*dirs, *(manifest_dir_of(e) for e in evaluation)], already_read=read)
     warnings = [
         f"leakage: {leak['patients']} pool patient(s) ({leak['images']} images) of {leak['dataset']} are in the "
         f"validate/test split of {leak['evaluation']}; a model pre-trained on this pool has seen them"
@@ -117,8 +117,12 @@ def make_pool(
     )
 
 
-def find_leakage(pool: pd.DataFrame, evaluation_dirs) -> list[dict[str, Any]]:
-    """Per evaluation manifest: the pool's patients (same dataset) that are in its validate or test split."""
+def find_leakage(
+    pool: pd.DataFrame, evaluation_dirs, already_read: dict | None = None
+) -> list[dict[str, Any]]:
+    """Per evaluation manifest: the pool's patients (same dataset) that are in its validate or test split.
+    ``already_read`` maps resolved manifest folders to manifests the caller has read (not read again)."""
+    already_read = already_read or {}
     out, seen = [], set()
     for folder in evaluation_dirs:
         folder = Path(folder)
@@ -126,7 +130,7 @@ def find_leakage(pool: pd.DataFrame, evaluation_dirs) -> list[dict[str, Any]]:
             continue
         seen.add(folder.resolve())
         name = _dataset_name(folder)
-        ev = read_manifest(folder)
+        ev = already_read[folder.resolve()] if folder.resolve() in already_read else read_manifest(folder)
         held = set(name + "/" + ev.loc[ev["split"].isin(HELD_OUT), "patient_id"].astype(str))
         leaked = pool["patient_id"].isin(held)
         if leaked.any():
