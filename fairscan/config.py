@@ -34,10 +34,20 @@ import copy
 import os
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from fairscan.data.kinds import (  # noqa: F401 - the dataset kinds, as presets name them
+    KINDS,
+    BalanceData,
+    ChexpertData,
+    DatasetSpec,
+    MimicData,
+    NihData,
+    PoolData,
+    SyntheticData,
+)
 from fairscan.errors import InputError
 
 if TYPE_CHECKING:
@@ -64,82 +74,6 @@ HINT_PRESETS = "see `fairscan presets list`"
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-# --------------------------------------------------------------------------------------------- datasets
-
-
-class ChexpertData(_Strict):
-    """``fairscan prepare chexpert``: the paper's cohort from CheXpert's train.csv and demographics file."""
-
-    kind: Literal["chexpert"]
-    root: str
-    demographics: str
-    split: str = "published"
-    seed: int = 0
-    label_policy: Literal["u-zeros", "u-ones", "ignore", "mixed"] = "u-zeros"
-    blank: Literal["zero", "mask"] = "zero"
-    all_races: bool = False
-
-
-class NihData(_Strict):
-    """``fairscan prepare nih``: ChestX-ray14 with its official lists."""
-
-    kind: Literal["nih"]
-    root: str
-    split: str = "official"
-    seed: int = 0
-
-
-class MimicData(_Strict):
-    """``fairscan prepare mimic``: MIMIC-CXR-JPG with race, sex and age from MIMIC-IV."""
-
-    kind: Literal["mimic"]
-    root: str
-    mimic_iv: str | None = None
-    split: str = "official"
-    seed: int = 0
-    label_policy: Literal["u-zeros", "u-ones", "ignore", "mixed"] = "u-zeros"
-    blank: Literal["zero", "mask"] = "zero"
-    all_races: bool = False
-
-
-class SyntheticData(_Strict):
-    """``fairscan prepare synthetic``: a synthetic dataset in a real layout, with a planted subgroup effect."""
-
-    kind: Literal["synthetic"]
-    layout: Literal["chexpert", "nih", "mimic"] = "chexpert"
-    patients: int | None = Field(None, ge=10)
-    image_size: int = Field(64, ge=16)
-    profile: Literal["default", "test"] = "default"
-    effect: float | None = Field(None, ge=0, le=1)
-    effect_group: str | None = None
-    seed: int = 0
-
-
-class PoolData(_Strict):
-    """``fairscan prepare pool``: a pre-training pool of other datasets (named here), with the leakage check."""
-
-    kind: Literal["pool"]
-    sources: list[str] = Field(min_length=1)
-    splits: list[Literal["train", "validate", "test"]] | None = None
-    fraction: float = Field(1.0, gt=0, le=1)
-    seed: int = 0
-    evaluation: list[str] = Field(default_factory=list)
-
-
-class BalanceData(_Strict):
-    """``fairscan prepare balance``: the balanced fine-tuning set of another dataset (paper section 4.3)."""
-
-    kind: Literal["balance"]
-    source: str
-    seed: int = 0
-
-
-_DATASET_KINDS = ("chexpert", "nih", "mimic", "synthetic", "pool", "balance")
-DatasetSpec = Annotated[
-    Union[ChexpertData, NihData, MimicData, SyntheticData, PoolData, BalanceData], Field(discriminator="kind")
-]
 
 
 # ---------------------------------------------------------------------------------------------- sections
@@ -239,8 +173,8 @@ class StudySection(_Strict):
         return [{"preset": r} if isinstance(r, str) else r for r in v] if isinstance(v, list) else v
 
 
-def _stage_model(stage: str):
-    """The pydantic model of a stage's settings (imported on first use)."""
+def _stage_model(stage: str, values: dict[str, Any] | None = None):
+    """The pydantic model of a stage's settings (imported on first use); pre-training's depends on its method."""
     if stage == "finetune":
         from fairscan.train.finetune import FinetuneConfig
 
@@ -250,9 +184,11 @@ def _stage_model(stage: str):
 
         return AuditConfig
     if stage == "pretrain":
-        from fairscan.train.pretrain import PretrainConfig
+        from fairscan.train.objectives import METHODS
+        from fairscan.train.pretrain import PretrainConfig, settings_model
 
-        return PretrainConfig
+        method = (values or {}).get("method")
+        return settings_model(values) if method in METHODS else PretrainConfig
     raise KeyError(stage)
 
 
@@ -652,10 +588,7 @@ def load_preset(
     data.update(name=file.stem, quick=bool(quick), file=str(file), header=read_header(file))
     for section in ("pretrain", "finetune", "audit"):
         if isinstance(data.get(section), dict):
-            try:
-                data[section] = _stage_model(section).model_validate(data[section])
-            except ValidationError as exc:
-                raise _validation_error(exc, origins, prefix=(section,)) from None
+            data[section] = _validate_section(section, data[section], origins)
     try:
         preset = Preset.model_validate(data)
     except ValidationError as exc:
@@ -696,23 +629,40 @@ def _expand_paths(paths: dict[str, str]) -> dict[str, str]:
     return out
 
 
-def _validation_error(exc: ValidationError, origins: Origins, prefix: tuple[str, ...] = ()) -> InputError:
+def _validate_section(section: str, values: dict[str, Any], origins: Origins):
+    """A stage section as its settings model: old keys renamed (a deprecation warning naming the file that has
+    them), then validated (an error naming the key and its file)."""
+    from fairscan.errors import FairscanError
+
+    if section == "pretrain" and values.get("method") is not None:
+        try:
+            _stage_model(section, values)
+        except FairscanError as exc:  # an unknown method
+            where = _origin_of(origins, (section, "method"))
+            raise InputError(f"{where}: {section}.method: {exc.message}", hint=exc.hint) from None
+    model = _stage_model(section, values)
+    if hasattr(model, "upgrade"):
+        values = model.upgrade(values, where=lambda key: f"{_origin_of(origins, (section, key))}: {section}")
+    try:
+        return model.model_validate(values)
+    except ValidationError as exc:
+        raise _validation_error(exc, origins, prefix=(section,), model=model) from None
+
+
+def _validation_error(
+    exc: ValidationError, origins: Origins, prefix: tuple[str, ...] = (), model: Any = None
+) -> InputError:
     """The first pydantic error as one line naming the key and the file it came from."""
-    first = exc.errors()[0]
-    loc = (*prefix, *(str(x) for x in first["loc"]))
-    loc = _data_loc(loc, origins)
-    key = ".".join(loc) or "(top level)"
-    origin = _origin_of(origins, loc)
-    if first["type"] == "extra_forbidden":
-        hint = _valid_keys_hint(loc)
-        return InputError(ERR_UNKNOWN_KEY.format(origin=origin, key=key), hint=hint)
-    msg = first["msg"]
-    if first["type"] == "missing":
-        return InputError(f"{origin}: {key}: required but missing", hint=_valid_keys_hint(loc))
-    got = first.get("input")
-    if got is not None and not isinstance(got, (dict, list)):
-        msg += f" (got {got!r})"
-    return InputError(ERR_BAD_VALUE.format(origin=origin, key=key, msg=msg))
+    from fairscan.settings import settings_error
+
+    def where(loc: tuple[str, ...]) -> tuple[str, str]:
+        full = _data_loc((*prefix, *loc), origins)
+        return _origin_of(origins, full), ".".join(full) or "(top level)"
+
+    def valid_keys(loc: tuple[str, ...]) -> str | None:
+        return _valid_keys_hint(_data_loc((*prefix, *loc), origins), model)
+
+    return settings_error(exc, where=where, valid_keys=valid_keys)
 
 
 def _data_loc(loc: tuple[str, ...], origins: Origins) -> tuple[str, ...]:
@@ -723,20 +673,26 @@ def _data_loc(loc: tuple[str, ...], origins: Origins) -> tuple[str, ...]:
         candidate = (*out, part)
         if candidate in known or any(k[: len(candidate)] == candidate for k in known) or part.isdigit():
             out.append(part)
-        elif part in _DATASET_KINDS:
+        elif part in KINDS or part in _methods():
             continue
         else:
             out.append(part)
     return tuple(out)
 
 
-def _valid_keys_hint(loc: tuple[str, ...]) -> str | None:
+def _methods() -> tuple[str, ...]:
+    from fairscan.train.objectives import METHODS
+
+    return tuple(METHODS)
+
+
+def _valid_keys_hint(loc: tuple[str, ...], section_model: Any = None) -> str | None:
     """The keys the section of ``loc`` accepts."""
     model: Any = Preset
     for part in loc[:-1]:
         if part in ("pretrain", "finetune", "audit") and model is Preset:
             try:
-                model = _stage_model(part)
+                model = section_model or _stage_model(part)
             except (KeyError, ImportError):
                 return None
             continue

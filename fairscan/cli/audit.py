@@ -135,7 +135,10 @@ def audit(
     """
     from fairscan.fairness.audit import AuditConfig
     from fairscan.fairness.mapping import load_mapping
+    from fairscan.io import check_output_folder
 
+    if out is not None:  # before any prediction is read
+        check_output_folder(out, "--out")
     for gate, flag in ((max_gap, "--max-gap"), (min_auc, "--min-auc")):
         if gate is not None and not 0 <= gate <= 1:
             raise InputError(

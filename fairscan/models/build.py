@@ -194,7 +194,7 @@ def backbone_names(model: nn.Module) -> list[str]:
 
 def load_run_model(run: str | Path) -> tuple[nn.Module, ModelInfo]:
     """Rebuild a fine-tuned model from its run folder, loading ``model.safetensors`` strictly."""
-    from safetensors.torch import load_file
+    from fairscan.models.weights import read_safetensors
 
     run = Path(run)
     if not run.is_dir():
@@ -213,7 +213,7 @@ def load_run_model(run: str | Path) -> tuple[nn.Module, ModelInfo]:
         image_size=info.image_size,
         head=info.head,
     )
-    state = load_file(weights)
+    state = read_safetensors(weights, hint="the run's weights are damaged: re-run `fairscan finetune`")
     result = model.load_state_dict(state, strict=False)
     if result.missing_keys or result.unexpected_keys:
         raise InputError(

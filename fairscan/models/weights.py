@@ -91,11 +91,11 @@ def read_checkpoint(source: str | Path) -> Checkpoint:
                 hint="give a weights file, or a run folder written by `fairscan pretrain` or `finetune`",
             )
         info = ModelInfo.read(path) if (path / MODEL_JSON).exists() else None
-        sd = _read_safetensors(path / MODEL_WEIGHTS)
+        sd = read_safetensors(path / MODEL_WEIGHTS)
         return Checkpoint(str(path), "fairscan", sha256_file(path / MODEL_WEIGHTS), sd, info=info)
     digest = sha256_file(path)
     if path.suffix == ".safetensors":
-        return Checkpoint(str(path), "timm", digest, _strip_module(_read_safetensors(path)))
+        return Checkpoint(str(path), "timm", digest, _strip_module(read_safetensors(path)))
     if path.suffix == ".npz":
         raise InputError(
             f"{path}: a TensorFlow/JAX .npz checkpoint cannot be fine-tuned directly",
@@ -167,13 +167,14 @@ def _torch_load(path: Path) -> Any:
         ) from exc
 
 
-def _read_safetensors(path: Path) -> dict:
+def read_safetensors(path: Path, hint: str | None = None) -> dict:
+    """A safetensors file's tensors; a damaged file is an InputError naming it."""
     from safetensors.torch import load_file
 
     try:
         return load_file(path)
-    except Exception as exc:
-        raise InputError(f"{path}: not a readable safetensors file ({exc})") from exc
+    except Exception as exc:  # safetensors raises its own error types
+        raise InputError(f"{path}: not a readable safetensors file ({exc})", hint=hint) from None
 
 
 def _strip_module(sd: dict) -> dict:
