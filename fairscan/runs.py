@@ -159,10 +159,17 @@ def _proc_start(pid: int) -> str | None:
     return stat.rsplit(")", 1)[1].split()[19]
 
 
+def _command() -> str:
+    """This process's command line, as the user typed it (``python -m fairscan ...`` or ``fairscan ...``)."""
+    program = Path(sys.argv[0])
+    name = f"python -m {program.parent.name}" if program.name == "__main__.py" else program.name
+    return " ".join([name, *sys.argv[1:]])[:300]
+
+
 def _lock_info(token: str) -> dict[str, Any]:
     pid = os.getpid()
     return {"host": socket.gethostname(), "pid": pid, "started": now(), "proc_start": _proc_start(pid),
-            "command": " ".join(Path(sys.argv[0]).name.split() + sys.argv[1:])[:300], "token": token}  # fmt: skip
+            "command": _command(), "token": token}  # fmt: skip
 
 
 def _read_lock(path: Path) -> dict[str, Any]:

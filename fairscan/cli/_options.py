@@ -71,11 +71,15 @@ def preset_option(stage: str) -> inspect.Parameter:
 
 
 def _bare(annotation: Any) -> tuple[Any, bool]:
-    """(the annotation without ``None``, whether ``None`` was allowed)."""
+    """(the annotation without ``None`` and validators, whether ``None`` was allowed)."""
+    optional = False
     if typing.get_origin(annotation) in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(annotation) if a is not type(None)]
-        return (args[0] if len(args) == 1 else annotation), len(args) < len(typing.get_args(annotation))
-    return annotation, False
+        optional = len(args) < len(typing.get_args(annotation))
+        annotation = args[0] if len(args) == 1 else annotation
+    if typing.get_origin(annotation) is Annotated:
+        annotation = typing.get_args(annotation)[0]
+    return annotation, optional
 
 
 def _is_sequence(annotation: Any) -> bool:

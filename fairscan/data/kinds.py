@@ -14,7 +14,7 @@ import shlex
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Union
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from fairscan.settings import Cli, Settings, cli_of
 
@@ -183,6 +183,15 @@ class SyntheticData(DatasetKind):
         None, description="Affected group, attribute:value (default race:Black; NIH sex:Female)."
     )
     seed: int = Field(0, description="Seed of every random choice (splits, fractions, sampling).")
+
+    @field_validator("effect_group")
+    @classmethod
+    def _a_group_of_the_layout(cls, value: str | None, info) -> str | None:
+        """A group no patient belongs to would plant nothing: refused before any image is drawn."""
+        from fairscan.data.synthetic import Effect
+
+        Effect.parse(value, 0.0, info.data.get("layout", "chexpert"))  # an InputError passes through as it is
+        return value
 
     def prepare(self, out: Path, data: Path | None = None):
         from fairscan.data.synthetic import prepare_synthetic

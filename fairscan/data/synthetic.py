@@ -139,6 +139,14 @@ class Effect:
             raise InputError(
                 "the NIH layout records no race", hint="use an effect group on sex, e.g. sex:Female"
             )
+        from fairscan.schema import RACES, SEXES
+
+        groups = {"sex": SEXES, "race": RACES}[attribute]
+        if group not in groups:
+            raise InputError(
+                f"effect group {spec!r}: no synthetic patient has {attribute} {group!r}, so nothing would be planted",
+                hint=f"{attribute} is one of {', '.join(groups)}, e.g. --effect-group {attribute}:{groups[-1]}",
+            )
         if not 0.0 <= strength <= 1.0:
             raise InputError(f"effect strength {strength} is outside [0, 1]")
         return cls(attribute, group, float(strength))

@@ -157,9 +157,23 @@ def build_model(
     elif pooling != "avg":
         raise InputError(f"pooling {pooling!r} does not apply to ResNet architectures", hint="use avg")
     model = timm.create_model(arch, pretrained=False, **kwargs)
+    if family == "vit":
+        check_patch_size(model, image_size, arch)
     if head == PROBE_HEAD:
         add_probe_norm(model)
     return model
+
+
+def check_patch_size(model: nn.Module, image_size: int, arch: str) -> None:
+    """A ViT cuts the image into whole patches: a size that is not a multiple would silently drop pixels."""
+    patch = getattr(getattr(model, "patch_embed", None), "patch_size", None)
+    patch = patch[0] if isinstance(patch, (tuple, list)) else patch
+    if patch and image_size % patch:
+        lower, upper = image_size - image_size % patch, image_size - image_size % patch + patch
+        raise InputError(
+            f"--image-size {image_size} is not a multiple of {arch}'s {patch}-pixel patches",
+            hint=f"use {lower or upper} or {upper}",
+        )
 
 
 def classifier_name(model: nn.Module) -> str:

@@ -132,24 +132,55 @@ def convert_checkpoint(obj: Any, *, source: str, sha256: str = "") -> Checkpoint
 
 
 def hub_checkpoint(hub_name: str) -> Checkpoint:
-    """Weights from the Hugging Face hub through timm's pretrained config (cached; needs network once)."""
+    """Weights from the Hugging Face hub through timm's pretrained config: the local cache first, then the
+    network. Without a copy in the cache and without the hub (offline, or no connection) it fails at once,
+    rather than after the hub client's retries."""
     import timm
 
     cfg = timm.models.get_pretrained_cfg(hub_name)
     if cfg is None or not cfg.hf_hub_id:
         raise InputError(f"timm has no hub weights named {hub_name!r}")
-    try:
-        from huggingface_hub import hf_hub_download
+    from huggingface_hub import hf_hub_download
 
-        path = hf_hub_download(cfg.hf_hub_id, cfg.hf_hub_filename or "model.safetensors")
-    except Exception as exc:  # offline, no cache, network errors: all mean "not available here"
-        raise InputError(
-            f"the weights {hub_name} are not available here ({type(exc).__name__})",
-            hint="run once with network access (unset HF_HUB_OFFLINE), or pass --weights FILE",
-        ) from exc
+    filename = cfg.hf_hub_filename or "model.safetensors"
+    try:
+        path = hf_hub_download(cfg.hf_hub_id, filename, local_files_only=True)
+    except Exception:  # not in the cache
+        why = _hub_unreachable()
+        if why is not None:
+            raise InputError(
+                f"the weights {hub_name} are not in the local cache, and {why}",
+                hint=f"pass --weights FILE (a copy of {cfg.hf_hub_id}/{filename}), or run once with network access",
+            ) from None
+        try:
+            path = hf_hub_download(cfg.hf_hub_id, filename)
+        except Exception as exc:  # network errors, a missing file on the hub: all mean "not available here"
+            raise InputError(
+                f"the weights {hub_name} could not be downloaded ({type(exc).__name__}: {str(exc)[:160]})",
+                hint="pass --weights FILE, or try again with network access",
+            ) from exc
     ckpt = read_checkpoint(path)
     ckpt.source = f"hf-hub:{cfg.hf_hub_id}"
     return ckpt
+
+
+def _hub_unreachable(timeout: float = 3.0) -> str | None:
+    """Why the hub cannot be reached now (None if it can): offline mode, or no connection to its host."""
+    import os
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        return "the hub is offline (HF_HUB_OFFLINE is set)"
+    url = urlparse(constants.ENDPOINT)
+    host, port = url.hostname or "huggingface.co", url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as exc:
+        return f"{host} cannot be reached ({exc.strerror or type(exc).__name__})"
+    return None
 
 
 def _torch_load(path: Path) -> Any:
