@@ -1,4 +1,4 @@
-"""The loop's checkpoints: written by renames (a kill never leaves a half checkpoint), checked before a resume,
+"""The loop's checkpoints and logs: checkpoints written by renames (a kill never leaves a half checkpoint), checked before a resume,
 and the exported weights (``model.safetensors``, written atomically).
 
 ``state/`` holds ``accelerator.save_state`` (the model, ``optimizer.bin``, one ``random_states_<rank>.pkl`` per
@@ -18,10 +18,11 @@ import shutil
 import zipfile
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import Any
 
 from fairscan.errors import InputError
 from fairscan.io import atomic_path, write_json
-from fairscan.runs import PROGRESS, STATE, STATE_NEXT, STATE_PREV
+from fairscan.runs import MODEL_WEIGHTS, PROGRESS, STATE, STATE_NEXT, STATE_PREV
 
 RNG_FILE = "random_states_{rank}.pkl"
 DAMAGED = "{file}: the checkpoint is damaged ({why})"
@@ -147,3 +148,49 @@ def write_weights(path: Path, state: dict) -> None:
     state = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
     with atomic_path(path) as tmp:
         save_file(state, str(tmp), metadata={"format": "pt"})
+
+
+class MetricsLog:
+    """``metrics.jsonl``: appended by the main process, truncated to a checkpoint's step on resume."""
+
+    def __init__(self, path: Path, main: bool):
+        self.path, self.main = path, main
+
+    def truncate(self, step: int) -> None:
+        if not self.main or not self.path.exists():
+            return
+        keep = []
+        for line in self.path.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue  # a line cut by the kill
+            if rec.get("step", 0) <= step:
+                keep.append(line)
+        with atomic_path(self.path) as tmp:
+            tmp.write_text("".join(k + "\n" for k in keep))
+
+    def write(self, record: dict) -> None:
+        if self.main:
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(record, default=_jsonable) + "\n")
+
+
+def _jsonable(x: Any) -> Any:
+    """Tensors and numpy scalars in a metrics line: numbers (or lists of them); anything else as text."""
+    if hasattr(x, "numel") and x.numel() != 1:
+        return x.tolist()
+    if hasattr(x, "item"):
+        return x.item()
+    return str(x)
+
+
+def save_model(accelerator, objective, model, out_dir: Path) -> None:
+    """``model.safetensors``: what the objective exports of the model, written by the main process."""
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        write_weights(
+            out_dir / MODEL_WEIGHTS,
+            objective.export(accelerator.unwrap_model(model, keep_torch_compile=False)),
+        )
+    accelerator.wait_for_everyone()

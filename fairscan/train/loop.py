@@ -46,7 +46,6 @@ warm-up over ``warmup_epochs``, cosine to ``min_lr``). A non-finite loss on any 
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -59,9 +58,8 @@ import torch
 import torch.nn as nn
 
 from fairscan.errors import InputError, RunError
-from fairscan.io import atomic_path
 from fairscan.runs import METRICS, MODEL_WEIGHTS, RunFolder
-from fairscan.train.checkpoint import Progress, load_state, save_state, write_weights
+from fairscan.train.checkpoint import MetricsLog, Progress, load_state, save_model, save_state
 from fairscan.train.optim import build_optimizer, lr_at, param_groups, set_lr
 from fairscan.train.progress import Bar, epoch_line
 
@@ -246,50 +244,6 @@ def split_batch(batch_size: int, *, processes: int, accum: int) -> int:
 # ------------------------------------------------------------------------------------------- bookkeeping
 
 
-class _Metrics:
-    """``metrics.jsonl``: appended by the main process, truncated to a checkpoint's step on resume."""
-
-    def __init__(self, path: Path, main: bool):
-        self.path, self.main = path, main
-
-    def truncate(self, step: int) -> None:
-        if not self.main or not self.path.exists():
-            return
-        keep = []
-        for line in self.path.read_text().splitlines():
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                continue  # a line cut by the kill
-            if rec.get("step", 0) <= step:
-                keep.append(line)
-        with atomic_path(self.path) as tmp:
-            tmp.write_text("".join(k + "\n" for k in keep))
-
-    def write(self, record: dict) -> None:
-        if self.main:
-            with open(self.path, "a", encoding="utf-8") as f:
-                f.write(json.dumps(record, default=_jsonable) + "\n")
-
-
-def _jsonable(x: Any) -> Any:
-    if isinstance(x, torch.Tensor):
-        return x.item() if x.numel() == 1 else x.tolist()
-    if hasattr(x, "item"):
-        return x.item()
-    return str(x)
-
-
-def _save_model(accelerator, objective: Objective, model, out_dir: Path) -> None:
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        write_weights(
-            out_dir / MODEL_WEIGHTS,
-            objective.export(accelerator.unwrap_model(model, keep_torch_compile=False)),
-        )
-    accelerator.wait_for_everyone()
-
-
 def _improved(value: float | None, best: float | None, mode: str) -> bool:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return best is None
@@ -324,7 +278,7 @@ def train(
             loop.train_epoch()
             loop.end_epoch()
         if not (loop.out / MODEL_WEIGHTS).exists():  # the selection metric never came: keep the last
-            _save_model(accelerator, objective, loop.model, loop.out)
+            save_model(accelerator, objective, loop.model, loop.out)
     finally:
         loop.bar.stop()
         if accelerator.log_with:
@@ -372,7 +326,7 @@ class _Loop:
         self.total_steps = self.steps_per_epoch * cfg.epochs
         self.warmup_steps = int(round(cfg.warmup_epochs * self.steps_per_epoch))
         self.progress = Progress(world_size=world, steps_per_epoch=self.steps_per_epoch)
-        self.metrics = _Metrics(out / METRICS, accelerator.is_main_process)
+        self.metrics = MetricsLog(out / METRICS, accelerator.is_main_process)
         self.resumed_from: int | None = None
         self.history: list[dict] = []
         self.last: dict[str, Any] = {}
@@ -486,7 +440,7 @@ class _Loop:
         eligible = select in metrics and epoch >= cfg.select_after_epoch
         if select is None or (eligible and _improved(value, progress.best, objective.select_mode)):
             progress.best, progress.best_epoch = (value, epoch) if select else (None, epoch)
-            _save_model(acc, objective, self.model, self.out)
+            save_model(acc, objective, self.model, self.out)
         rec = {"kind": "epoch", "step": progress.step, "epoch": epoch, **metrics,
                "best": progress.best, "best_epoch": progress.best_epoch}  # fmt: skip
         self.metrics.write(rec)
