@@ -14,6 +14,8 @@ Renaming a setting keeps old presets, ``--set`` paths and run folders working: l
 
 from __future__ import annotations
 
+import types
+import typing
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -55,6 +57,38 @@ def origin(where: Where, key: str) -> str:
 
 def cli_of(field) -> Cli:
     return next((m for m in field.metadata if isinstance(m, Cli)), Cli())
+
+
+def bare_type(annotation: Any) -> tuple[Any, bool]:
+    """(the annotation without ``None`` and validators, whether ``None`` was allowed)."""
+    optional = False
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        optional = len(args) < len(typing.get_args(annotation))
+        annotation = args[0] if len(args) == 1 else annotation
+    if typing.get_origin(annotation) is Annotated:
+        annotation = typing.get_args(annotation)[0]
+    return annotation, optional
+
+
+def option_names(name: str, field) -> tuple[str, ...]:
+    """A field's option names (``--no-x`` for a boolean that is on by default)."""
+    marker = cli_of(field)
+    if marker.flags:
+        return marker.flags
+    dashed = "--" + name.replace("_", "-")
+    bare, optional = bare_type(field.annotation)
+    if bare is bool and not optional and field.default is True:
+        return ("--no-" + dashed[2:],)
+    if bare is bool and optional:
+        return (f"{dashed}/--no-{dashed[2:]}",)
+    return (dashed,)
+
+
+def option_of(fields: dict[str, Any], key: str) -> str:
+    """How a setting is spelled on the command line (its first option name), for messages."""
+    field = fields.get(key)
+    return option_names(key, field)[0].split("/")[0] if field is not None else key
 
 
 class Settings(BaseModel):

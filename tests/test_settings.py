@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from fairscan.cli import _options as opt
 from fairscan.data.kinds import KINDS, ChexpertData
-from fairscan.settings import ExecutionOptions, FairscanDeprecation, TrainingOptions
+from fairscan.settings import ExecutionOptions, FairscanDeprecation, TrainingOptions, bare_type, option_names
 from fairscan.train.finetune import FinetuneConfig
 from fairscan.train.objectives import METHODS, method, settings_union
 from fairscan.train.predict import PredictConfig
@@ -26,7 +26,7 @@ def test_every_setting_has_its_help_text_and_an_option_of_its_own(model):
     fields = {k: f for k, f in model.model_fields.items() if k != "kind"}
     missing = [k for k, f in fields.items() if not f.description]
     assert not missing, f"{model.__name__}: no description (the option's help) for {missing}"
-    flags = [flag for k, f in fields.items() for flag in opt.flags(k, f)]
+    flags = [flag for k, f in fields.items() for flag in option_names(k, f)]
     assert len(flags) == len(set(flags)), flags
 
 
@@ -42,7 +42,7 @@ def test_each_command_offers_exactly_its_settings(argv, model, run_cli):
     for name, field in model.model_fields.items():
         if name == "kind":
             continue
-        shown = field.description.split()[0] if opt.cli_of(field).argument else opt.flags(name, field)[0]
+        shown = field.description.split()[0] if opt.cli_of(field).argument else option_names(name, field)[0]
         assert shown.split("/")[0] in text, (argv, name)
 
 
@@ -167,7 +167,7 @@ def test_union_types_are_what_the_cli_parses():
     """The option types follow the annotations (a guard for new fields of unusual types)."""
     for model in MODELS:
         for name, field in model.model_fields.items():
-            bare, _ = opt._bare(field.annotation)
+            bare, _ = bare_type(field.annotation)
             origin = typing.get_origin(bare)
             assert bare in (bool, int, float, str) or origin in (list, tuple, typing.Literal), (
                 model,

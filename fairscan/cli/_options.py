@@ -12,7 +12,6 @@ says otherwise where it must (``--log-with``, ``-o``, a repeated ``--manifest``,
 from __future__ import annotations
 
 import inspect
-import types
 import typing
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import Annotated, Any
 
 import typer
 
-from fairscan.settings import Cli, cli_of
+from fairscan.settings import Cli, bare_type, cli_of, option_names, option_of
 
 
 def _param(name: str, annotation: Any, default: Any = None) -> inspect.Parameter:
@@ -70,34 +69,8 @@ def preset_option(stage: str) -> inspect.Parameter:
 # ------------------------------------------------------------------------------------------ fields -> options
 
 
-def _bare(annotation: Any) -> tuple[Any, bool]:
-    """(the annotation without ``None`` and validators, whether ``None`` was allowed)."""
-    optional = False
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(annotation) if a is not type(None)]
-        optional = len(args) < len(typing.get_args(annotation))
-        annotation = args[0] if len(args) == 1 else annotation
-    if typing.get_origin(annotation) is Annotated:
-        annotation = typing.get_args(annotation)[0]
-    return annotation, optional
-
-
 def _is_sequence(annotation: Any) -> bool:
-    return typing.get_origin(_bare(annotation)[0]) in (list, tuple)
-
-
-def flags(name: str, field) -> tuple[str, ...]:
-    """A field's option names (``--no-x`` for a boolean that is on by default)."""
-    marker = cli_of(field)
-    if marker.flags:
-        return marker.flags
-    dashed = "--" + name.replace("_", "-")
-    bare, optional = _bare(field.annotation)
-    if bare is bool and not optional and field.default is True:
-        return ("--no-" + dashed[2:],)
-    if bare is bool and optional:
-        return (f"{dashed}/--no-{dashed[2:]}",)
-    return (dashed,)
+    return typing.get_origin(bare_type(annotation)[0]) in (list, tuple)
 
 
 def _help(field) -> str:
@@ -113,7 +86,7 @@ def _help(field) -> str:
 def field_parameter(name: str, field) -> inspect.Parameter:
     """The Typer parameter of one settings field (its value is None when the option is not given)."""
     marker = cli_of(field)
-    bare, _ = _bare(field.annotation)
+    bare, _ = bare_type(field.annotation)
     if marker.repeat:
         kind: Any = list[str] | None
     elif _is_sequence(field.annotation) or typing.get_origin(bare) is typing.Literal:
@@ -128,9 +101,9 @@ def field_parameter(name: str, field) -> inspect.Parameter:
         info = typer.Argument(help=field.description, metavar=marker.metavar, show_default=False)
         return _param(name, Annotated[kind, info], inspect.Parameter.empty if field.is_required() else None)
     if bare is bool:
-        info = typer.Option(*flags(name, field), help=_help(field))
+        info = typer.Option(*option_names(name, field), help=_help(field))
         return _param(name, Annotated[bool | None, info])
-    info = typer.Option(*flags(name, field), help=_help(field), metavar=marker.metavar, show_default=False)
+    info = typer.Option(*option_names(name, field), help=_help(field), metavar=marker.metavar, show_default=False)
     return _param(name, Annotated[kind, info])
 
 
@@ -155,7 +128,7 @@ def typed(ctx: typer.Context, fields: dict[str, Any], values: dict[str, Any]) ->
         if source is None or source.name not in ("COMMANDLINE", "ENVIRONMENT"):
             continue
         value = values[name]
-        bare, optional = _bare(field.annotation)
+        bare, optional = bare_type(field.annotation)
         if bare is bool and not optional and field.default is True:
             value = not value  # --no-x
         elif isinstance(value, str) and _is_sequence(field.annotation) and not cli_of(field).repeat:
@@ -182,12 +155,7 @@ def command(body: Callable[..., None], parameters: list[inspect.Parameter], doc:
 
 def flag_namer(fields: dict[str, Any]) -> Callable[[str], str]:
     """Names a setting the way its option is spelled (for error messages)."""
-
-    def name(key: str) -> str:
-        field = fields.get(key)
-        return flags(key, field)[0].split("/")[0] if field is not None else key
-
-    return name
+    return lambda key: option_of(fields, key)
 
 
 # ------------------------------------------------------------------------------------------------ helpers

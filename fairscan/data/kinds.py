@@ -30,6 +30,7 @@ class DatasetKind(Settings):
 
     examples: ClassVar[tuple[str, ...]] = ()
     kind: str
+    seed: int = Field(0, description="Seed of every random choice (splits, fractions, sampling).")
 
     def needs(self) -> list[str]:
         """The datasets this one is made from (their names in a preset)."""
@@ -46,7 +47,9 @@ class DatasetKind(Settings):
         for name, field in type(self).model_fields.items():
             value = getattr(self, name)
             marker = cli_of(field)
-            if name == "kind" or (not marker.argument and value == field.get_default(call_default_factory=True)):
+            if name == "kind" or (
+                not marker.argument and value == field.get_default(call_default_factory=True)
+            ):
                 continue
             if name in self.dataset_fields and data is not None:
                 value = [str(data / v) for v in value] if isinstance(value, list) else str(data / value)
@@ -63,18 +66,41 @@ class DatasetKind(Settings):
                 options += [flag, text]
         return shlex.join([*words, *options, "--out", str(out)])
 
-    dataset_fields: ClassVar[tuple[str, ...]] = ()  # fields naming other datasets (folders on the command line)
+    dataset_fields: ClassVar[
+        tuple[str, ...]
+    ] = ()  # fields naming other datasets (folders on the command line)
 
     def _dataset(self, name: str, data: Path | None) -> Path:
         return data / name if data is not None else Path(name)
 
 
-class ChexpertData(DatasetKind):
+class _Cohort(DatasetKind):
+    """A real dataset's adapter: its split's shares when the split is drawn at random."""
+
+    fractions: Fractions = Field(
+        PAPER_FRACTIONS, description="train,validate,test shares of patients for --split random."
+    )
+
+
+class _Labelled(_Cohort):
+    """A dataset with CheXpert-style labels (uncertain, blank) and race from its demographics."""
+
+    label_policy: Annotated[LabelPolicy, Cli(("--labels",))] = Field(
+        "u-zeros", description="Label policy for uncertain (-1) labels: u-zeros, u-ones, ignore, mixed."
+    )
+    blank: Blank = Field("zero", description="Blank (unmentioned) labels: zero or mask.")
+    all_races: bool = Field(
+        False,
+        description="Keep images whose race does not map (race left missing), e.g. for pre-training pools.",
+    )
+
+
+class ChexpertData(_Labelled):
     """CheXpert: train.csv (+ valid.csv) and the demographics file."""
 
     examples: ClassVar[tuple[str, ...]] = (
         'fairscan prepare chexpert CheXpert-v1.0-small -d "CHEXPERT DEMO.xlsx" --out data/chexpert',
-        'fairscan prepare chexpert CheXpert-v1.0-small -d demo.xlsx --split published --out data/chexpert-paper',
+        "fairscan prepare chexpert CheXpert-v1.0-small -d demo.xlsx --split published --out data/chexpert-paper",
     )
     kind: Literal["chexpert"] = "chexpert"
     root: Annotated[str, Cli(argument=True, metavar="ROOT")] = Field(
@@ -84,15 +110,8 @@ class ChexpertData(DatasetKind):
         description="CHEXPERT DEMO.xlsx (or a CSV with its columns)."
     )
     split: str = Field("random", description=SPLIT_HELP)
-    seed: int = Field(0, description="Seed of every random choice (splits, fractions, sampling).")
-    fractions: Fractions = Field(PAPER_FRACTIONS, description="train,validate,test shares of patients for --split random.")
-    validate_fraction: float = Field(0.1, gt=0, lt=1, description="Share of train.csv patients that validate (official).")
-    label_policy: Annotated[LabelPolicy, Cli(("--labels",))] = Field(
-        "u-zeros", description="Label policy for uncertain (-1) labels: u-zeros, u-ones, ignore, mixed."
-    )
-    blank: Blank = Field("zero", description="Blank (unmentioned) labels: zero or mask.")
-    all_races: bool = Field(
-        False, description="Keep images whose race does not map (race left missing), e.g. for pre-training pools."
+    validate_fraction: float = Field(
+        0.1, gt=0, lt=1, description="Share of train.csv patients that validate (official)."
     )
 
     def prepare(self, out: Path, data: Path | None = None):
@@ -105,7 +124,7 @@ class ChexpertData(DatasetKind):
         )  # fmt: skip
 
 
-class NihData(DatasetKind):
+class NihData(_Cohort):
     """NIH ChestX-ray14: Data_Entry_2017.csv with the official lists (sex and age; no race)."""
 
     examples: ClassVar[tuple[str, ...]] = ("fairscan prepare nih ChestX-ray14 --out data/nih",)
@@ -114,10 +133,12 @@ class NihData(DatasetKind):
         description="The folder holding Data_Entry_2017.csv (and images/), or the CSV."
     )
     split: str = Field("official", description="official (the two lists) or random.")
-    lists: str | None = Field(None, description="Folder of train_val_list.txt and test_list.txt (default: ROOT).")
-    seed: int = Field(0, description="Seed of every random choice (splits, fractions, sampling).")
-    fractions: Fractions = Field(PAPER_FRACTIONS, description="train,validate,test shares of patients for --split random.")
-    validate_fraction: float = Field(0.1, gt=0, lt=1, description="Share of train_val patients that validate.")
+    lists: str | None = Field(
+        None, description="Folder of train_val_list.txt and test_list.txt (default: ROOT)."
+    )
+    validate_fraction: float = Field(
+        0.1, gt=0, lt=1, description="Share of train_val patients that validate."
+    )
 
     def prepare(self, out: Path, data: Path | None = None):
         from fairscan.data.nih import prepare_nih
@@ -128,7 +149,7 @@ class NihData(DatasetKind):
         )  # fmt: skip
 
 
-class MimicData(DatasetKind):
+class MimicData(_Labelled):
     """MIMIC-CXR-JPG with race from MIMIC-IV admissions and sex/age from patients."""
 
     examples: ClassVar[tuple[str, ...]] = (
@@ -143,15 +164,6 @@ class MimicData(DatasetKind):
         None, description="MIMIC-IV folder with admissions.csv and patients.csv (or hosp/, core/)."
     )
     split: str = Field("official", description="official (the split file) or random.")
-    seed: int = Field(0, description="Seed of every random choice (splits, fractions, sampling).")
-    fractions: Fractions = Field(PAPER_FRACTIONS, description="train,validate,test shares of patients for --split random.")
-    label_policy: Annotated[LabelPolicy, Cli(("--labels",))] = Field(
-        "u-zeros", description="Label policy for uncertain (-1) labels: u-zeros, u-ones, ignore, mixed."
-    )
-    blank: Blank = Field("zero", description="Blank (unmentioned) labels: zero or mask.")
-    all_races: bool = Field(
-        False, description="Keep images whose race does not map (race left missing), e.g. for pre-training pools."
-    )
 
     def prepare(self, out: Path, data: Path | None = None):
         from fairscan.data.mimic import prepare_mimic
@@ -182,7 +194,6 @@ class SyntheticData(DatasetKind):
     effect_group: str | None = Field(
         None, description="Affected group, attribute:value (default race:Black; NIH sex:Female)."
     )
-    seed: int = Field(0, description="Seed of every random choice (splits, fractions, sampling).")
 
     @field_validator("effect_group")
     @classmethod
@@ -217,7 +228,6 @@ class PoolData(DatasetKind):
         None, description="Only these source splits, e.g. train,validate (default: all)."
     )
     fraction: float = Field(1.0, gt=0, le=1, description="Seeded share of each source's patients.")
-    seed: int = Field(0, description="Seed of every random choice (splits, fractions, sampling).")
     evaluation: Annotated[list[str], Cli(("--evaluation", "-e"), repeat=True)] = Field(
         default_factory=list, description="Evaluation manifest(s) to check for leakage (repeatable)."
     )
@@ -237,13 +247,14 @@ class PoolData(DatasetKind):
 class BalanceData(DatasetKind):
     """The balanced fine-tuning set (paper §4.3): every race undersampled to the smallest, sex evened out."""
 
-    examples: ClassVar[tuple[str, ...]] = ("fairscan prepare balance data/chexpert --out data/chexpert-balanced",)
+    examples: ClassVar[tuple[str, ...]] = (
+        "fairscan prepare balance data/chexpert --out data/chexpert-balanced",
+    )
     dataset_fields: ClassVar[tuple[str, ...]] = ("source",)
     kind: Literal["balance"] = "balance"
     source: Annotated[str, Cli(argument=True, metavar="MANIFEST")] = Field(
         description="A prepared manifest folder (with race)."
     )
-    seed: int = Field(0, description="Seed of every random choice (splits, fractions, sampling).")
 
     def needs(self) -> list[str]:
         return [self.source]

@@ -175,22 +175,12 @@ def backbone_digest(model) -> str:
 # ----------------------------------------------------------------------------------------------- the run
 
 
-def finetune(
-    cfg: FinetuneConfig,
-    *,
-    resume: bool = False,
-    console=None,
-    debug: bool = False,
-    break_lock: bool = False,
-    allow_inexact_resume: bool = False,
-) -> dict[str, Any] | None:
-    """Run (or continue) a fine-tuning run; returns the final stage record (see ``fairscan.train.stage``)."""
-    from fairscan.train.stage import run_stage
+def finetune(cfg, **options: Any) -> dict[str, Any] | None:
+    """Run (or continue) a fine-tuning run; returns its stage record. ``options``: ``resume``, ``break_lock``,
+    ``allow_inexact_resume``, ``console``, ``debug`` (see :func:`fairscan.train.stage.run_stage`)."""
+    from fairscan.train.stage import run_settings
 
-    return run_stage(
-        STAGE, cfg.model_dump(exclude_unset=True), out=cfg.out, resume=resume, break_lock=break_lock,
-        allow_inexact_resume=allow_inexact_resume, console=console, debug=debug,
-    )  # fmt: skip
+    return run_settings(STAGE, cfg, **options)
 
 
 def _check(cfg: FinetuneConfig, console) -> None:

@@ -51,11 +51,9 @@ class Stage:
 
 def flag(model, name: str) -> str:
     """The command-line option of a setting (for messages)."""
-    from fairscan.settings import cli_of
+    from fairscan.settings import option_of
 
-    field = model.model_fields.get(name)
-    flags = cli_of(field).flags if field is not None else ()
-    return flags[0] if flags else "--" + name.replace("_", "-")
+    return option_of(model.model_fields, name)
 
 
 def run_stage(
@@ -90,6 +88,12 @@ def run_stage(
         else:
             stage.run(cfg, folder, resume=resume, console=console, inexact=inexact)
         return folder.read()
+
+
+def run_settings(stage: Stage, cfg, **options: Any) -> dict[str, Any] | None:
+    """:func:`run_stage` for a settings object: what it sets are the settings given (the library's way in).
+    ``options``: ``resume``, ``break_lock``, ``allow_inexact_resume``, ``console``, ``debug``."""
+    return run_stage(stage, cfg.model_dump(exclude_unset=True), out=cfg.out, **options)
 
 
 def work(*, stage: str, settings: dict[str, Any], resume: bool, inexact: list[str]) -> None:
