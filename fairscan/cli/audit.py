@@ -136,6 +136,7 @@ def audit(
     from fairscan.fairness.audit import AuditConfig
     from fairscan.fairness.mapping import load_mapping
     from fairscan.io import check_output_folder
+    from fairscan.settings import validate
 
     if out is not None:  # before any prediction is read
         check_output_folder(out, "--out")
@@ -183,7 +184,7 @@ def audit(
         )
     paths, given_names = _split_inputs(preds)
     names = names or given_names
-    cfg = _config(AuditConfig, settings)
+    cfg = validate(AuditConfig, settings, flags=lambda key: "--" + key.replace("_", "-"))
     the_mapping = load_mapping(mapping) if mapping else None
     loaded = [_read(p, the_mapping) for p in paths]
     thresholds = _read(thresholds_from, the_mapping) if thresholds_from else None
@@ -257,17 +258,6 @@ def _floats(text: str, flag: str) -> list[float]:
     if not values:
         raise InputError(f"{flag}: give at least one edge")
     return values
-
-
-def _config(cls, settings: dict):
-    from pydantic import ValidationError
-
-    try:
-        return cls(**settings)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        option = "--" + str(first["loc"][0]).replace("_", "-")
-        raise InputError(f"{option}: {first['msg']}") from exc
 
 
 audit.__doc__ = (audit.__doc__ or "") + EXAMPLES

@@ -304,6 +304,8 @@ def _start_model(cfg: FinetuneConfig, spec, labels: list[str], folder, saved, sa
         else:
             report = load_encoder(model, ckpt, arch=cfg.arch)
             weights = report.to_json()
+            if not report.source.startswith("hf-hub:"):  # a file outside the run: recorded by its absolute path
+                weights["source"] = str(Path(report.source).absolute())
             say(
                 f"[bold]{spec.title}[/]: loaded {report.loaded} tensors from {report.source} ({report.format}, "
                 f"sha256 {report.sha256[:12]}); new: {', '.join(report.initialised) or 'none'}"

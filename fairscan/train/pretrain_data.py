@@ -139,7 +139,13 @@ def load_pool(cfg) -> tuple[list[tuple[Path, Any]], list[str], list[dict]]:
             if key in seen:  # a pool's own record and the --eval-manifest check can name the same folder
                 continue
             seen.add(key)
-            records.append({"manifest": str(folder), **leak})
+            records.append(
+                {
+                    **leak,
+                    "manifest": str(folder.absolute()),
+                    "evaluation": str(Path(leak["evaluation"]).absolute()),
+                }
+            )
             warnings.append(LEAKAGE.format(folder=folder, **leak))
     return frames, warnings, records
 

@@ -159,7 +159,7 @@ def _settings(stage: Stage, given: dict[str, Any], out: Path, saved: dict[str, A
     them and its inputs found again by their fingerprint."""
     if saved is None:
         return stage.settings({**given, "out": str(out)})
-    model = stage.model_for({**saved["settings"], **given})
+    model = stage.model_for(saved["settings"])
     settings = model.upgrade(saved["settings"])
     relocate_inputs(model, settings, saved, given, lambda name: flag(model, name))
     ref = absolute_paths(model, validate(model, {**settings, "out": str(out)}).model_dump(mode="json"))
