@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 
 import fairscan
-from fairscan.fairness import kernels
 from fairscan.fairness.resample import balance_cells, bootstrap_counts, image_keys
 from tests._preds import make_preds
 
@@ -78,13 +77,14 @@ def _draw(df, label="edema", attrs=("sex", "race"), seed=0):
         names = sorted(df[a].unique())
         codes = df[a].map({g: i for i, g in enumerate(names)}).to_numpy()[order].astype(np.int32)
         columns.append((a, codes, names, np.ones(len(names), bool), 10 * (len(columns) + 1)))
-    cells = balance_cells(y, keys, columns, seed=seed, label=label)
+    cells = balance_cells(y, np.arange(len(df)), keys, columns, seed=seed, label=label)
+    counts = cells.point_counts(1)
     out = {}
-    for j, (a, _, names, _, offset) in enumerate(columns):
-        rows, counts, segs = kernels.balanced_draw(cells.arrays, j, np.arange(len(df)), np.ones(len(df)), -1, 0)
-        assert (counts == 1).all() and len(np.unique(rows)) == len(rows)  # a mask: each image at most once
+    for j, (a, codes, names, _, _) in enumerate(columns):
+        kept = counts[:, j]
+        assert set(np.unique(kept)) <= {0.0, 1.0}  # a mask: each image at most once
         ids = df["image_id"].to_numpy()[order]
-        out[a] = {names[s - offset]: set(ids[rows[segs == s]]) for s in np.unique(segs)}
+        out[a] = {g: set(ids[(kept > 0) & (codes == i)]) for i, g in enumerate(names)}
     return out
 
 

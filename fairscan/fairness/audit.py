@@ -269,6 +269,7 @@ class _Label:
     tied: np.ndarray
     order: np.ndarray  # row positions in the predictions table
     cells: BalanceCells | None = None
+    seg_all: np.ndarray | None = None  # with balanced draws: the full-set and every draw's segment columns
 
 
 def _num(x) -> float | None:
@@ -377,14 +378,22 @@ class _Auditor:
              a.offset)
             for j, a in enumerate(self.attrs, start=1)
         ]  # fmt: skip
-        return balance_cells(r.y, keys[r.order], columns, seed=self.cfg.seed, label=lab)
+        return balance_cells(r.y, r.unit, keys[r.order], columns, seed=self.cfg.seed, label=lab)
 
-    def _balanced(self, r: _Label, weights: np.ndarray, replicates: np.ndarray) -> np.ndarray:
-        """Balanced-draw segment AUCs, (replicates, draws, segments)."""
-        return kernels.balanced_segment_aucs(
-            r.y, r.unit, r.scores, r.cells.arrays, r.cells.n_cols, self.n_seg, weights, replicates,
-            self.cfg.balanced_draws,
-        )  # fmt: skip
+    def _balanced(self, r: _Label, weights: np.ndarray, replicates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Full-set segment AUCs (replicates, segments) and balanced-draw ones (replicates, draws, segments) of
+        bootstrap replicates, from one sweep per replicate."""
+        k = self.cfg.balanced_draws
+        out = kernels.balanced_segment_aucs(r.y, r.unit, r.seg_all, r.tied, r.cells.arrays, k, self.n_seg, weights,
+                                            replicates)  # fmt: skip
+        return out[:, : self.n_seg], out[:, self.n_seg :].reshape(len(weights), k, self.n_seg)
+
+    def _balanced_point(self, r: _Label) -> np.ndarray:
+        """The point estimate's balanced-draw segment AUCs, (draws, segments)."""
+        k = self.cfg.balanced_draws
+        out = kernels.counted_segment_aucs(r.y, r.unit, r.seg_all, r.tied, (1 + k) * self.n_seg,
+                                           np.ones(self.units.count), r.cells.point_counts(k))  # fmt: skip
+        return out[self.n_seg :].reshape(k, self.n_seg)
 
     @staticmethod
     def _reported(full: np.ndarray, balanced: np.ndarray | None) -> np.ndarray:
@@ -418,7 +427,8 @@ class _Auditor:
             keys = image_keys(self.p.frame["image_id"].tolist())
             for lab, r in data.items():
                 r.cells = self._cells(lab, r, valid[lab], keys)
-                per_draw = self._balanced(r, ones, np.array([-1]))[0]  # (draws, segments)
+                r.seg_all = r.cells.segments(r.seg, self.n_seg, cfg.balanced_draws)
+                per_draw = self._balanced_point(r)  # (draws, segments)
                 draws[lab] = np.where(valid_seg[lab], per_draw, np.nan)
                 counts[lab] = self._balanced_counts(r, counts[lab])
         point = {lab: self._reported(full[lab], draws[lab].mean(axis=0, keepdims=True) if draws else None)
@@ -509,8 +519,11 @@ class _Auditor:
         for w in bootstrap_counts(self.units.strata, cfg.n_boot, cfg.seed):
             ids = np.arange(done, done + len(w))
             for lab, r in data.items():
-                full = kernels.segment_aucs(r.y, r.unit, r.seg, r.tied, self.n_seg, w)
-                balanced = self._balanced(r, w, ids).mean(axis=1) if r.cells is not None else None
+                if r.cells is None:
+                    full, balanced = kernels.segment_aucs(r.y, r.unit, r.seg, r.tied, self.n_seg, w), None
+                else:
+                    full, draws = self._balanced(r, w, ids)
+                    balanced = draws.mean(axis=1)
                 out[lab][done : done + len(w)] = self._reported(full, balanced)
             for lab, u in rate_units.items():  # weighted sums of each unit's counts: one small matmul
                 rate_out[lab][done : done + len(w)] = (w @ u.reshape(len(u), -1)).reshape(len(w), *u.shape[1:])
@@ -531,9 +544,9 @@ class _Auditor:
             if r.cells is not None:  # the point estimate's draw (one draw: see __init__)
                 seg = np.full_like(r.seg, self.n_seg)
                 seg[:, 0] = 0
+                kept = r.cells.point_counts(1) > 0
                 for j in range(r.cells.n_cols):
-                    rows, _, segs = kernels.balanced_draw(r.cells.arrays, j, r.unit, np.ones(self.units.count), -1, 0)
-                    seg[rows, 1 + j] = segs
+                    seg[kept[:, j], 1 + j] = r.seg[kept[:, j], 1 + j]
             ci = np.full((self.n_seg, 2), np.nan)
             for k in np.flatnonzero(valid_seg[lab]):
                 rows = (seg == k).any(axis=1)
@@ -761,7 +774,7 @@ class _Layout:
 
     def _summary_attr(self, attr: Attribute) -> dict[str, Any]:
         a, z, name = self.a, self.z, attr.name
-        if name not in z.point["summary"]["attrs"]:
+        if len(attr.groups) < 2 or name not in z.point["summary"]["attrs"]:
             why = (f"{name} has one group only ({attr.groups[0]})" if len(attr.groups) == 1
                    else f"no label has an AUC in every {name} subgroup")  # fmt: skip
             return {"groups": attr.groups, "gap": None, "gap_ci": None, "gap_adjusted": None, "gap_adjusted_ci": None,

@@ -9,12 +9,12 @@ The statistic is the Mann-Whitney form of the AUC with integer (bootstrap-count)
 half: AUC = sum_pos w_i * (W_neg below s_i + W_neg tied with s_i / 2) / (W_pos * W_neg). With unit weights it
 equals scikit-learn's ``roc_auc_score``.
 
-Balanced test sets (:func:`balanced_segment_aucs`) are drawn inside the kernel, a fresh draw for every
-replicate from that replicate's resampled images, so that the bootstrap resamples the whole procedure
-(balance, then AUC). A draw depends on the images alone: each cell (attribute column x group x class) lists
-its rows in a canonical order (by a hash of the image id, see ``resample``), and Floyd's algorithm picks the
-cell's quota of them with a random stream keyed by the draw (seed, label, attribute, replicate, draw index)
-and the cell, never by scores or row order.
+Balanced test sets: the point estimate keeps, in each group x class cell, the images with the smallest
+keyed hashes (``resample.BalanceCells.point_counts``); every bootstrap replicate draws its own sets from its
+resampled images inside the kernel (:func:`balanced_segment_aucs`), in the same sweep as the full test set's
+AUCs, so that the bootstrap resamples the whole procedure (balance, then AUC). Every draw depends on the images
+alone -- hashes of the image ids and of the draw (seed, label, attribute, replicate, draw index) -- never on
+scores or the row order.
 """
 
 from __future__ import annotations
@@ -23,21 +23,26 @@ import numpy as np
 from numba import njit, prange, uint64
 
 _GOLDEN = uint64(0x9E3779B97F4A7C15)
+_UNIT = 1.0 / 9007199254740992.0  # 2**-53: the top 53 bits of a 64-bit hash as a uniform in [0, 1)
 
 
 @njit(cache=True, nogil=True)
-def _sweep(y, pat, seg, tied, n_seg, weights, out):
+def _sweep(y, pat, seg, tied, n_seg, weights, counts, out):
     """One pass over rows sorted by score; ``seg[i, m]`` lists the segments (subgroups) row i belongs to
-    (``n_seg`` = none: a scratch slot that is never read), ``weights[pat[i]]`` is its weight and ``tied[i]``
-    says row i+1 has the same score. Writes one AUC per segment into ``out`` (NaN when a segment lacks
-    positive or negative weight).
+    (``n_seg`` = none: a scratch slot that is never read) and ``tied[i]`` says row i+1 has the same score.
+    Writes one AUC per segment into ``out`` (NaN when a segment lacks positive or negative weight).
+
+    A row weighs ``weights[pat[i]]`` (its patient's bootstrap count) in the first columns of ``seg``, and
+    ``counts[i, m]`` in the last ``counts.shape[1]`` (balanced draws, where a draw keeps some of a row's
+    copies); with no counts columns the second inner loops are empty.
 
     The common path has no data-dependent branch but the label's: zero weights and missing groups are
     accumulated like any other (into nothing, or the scratch slot), which measured twice as fast as
     skipping them (branch mispredictions).
     """
     n = y.shape[0]
-    n_cols = seg.shape[1]
+    n_extra = counts.shape[1]
+    n_plain = seg.shape[1] - n_extra
     blk_pos = np.zeros(n_seg + 1)
     blk_neg = np.zeros(n_seg + 1)
     neg_below = np.zeros(n_seg + 1)
@@ -48,29 +53,36 @@ def _sweep(y, pat, seg, tied, n_seg, weights, out):
         if not tied[i]:  # a score of its own: the usual case for probabilities
             w = weights[pat[i]]
             if y[i]:
-                for m in range(n_cols):
+                for m in range(n_plain):
                     k = seg[i, m]
                     num[k] += w * neg_below[k]
                     tot_pos[k] += w
+                for m in range(n_extra):
+                    k, c = seg[i, n_plain + m], counts[i, m]
+                    num[k] += c * neg_below[k]
+                    tot_pos[k] += c
             else:
-                for m in range(n_cols):
+                for m in range(n_plain):
                     neg_below[seg[i, m]] += w
+                for m in range(n_extra):
+                    neg_below[seg[i, n_plain + m]] += counts[i, m]
             i += 1
             continue
         j = i  # a block of tied scores: a tied negative counts half
         while True:
             w = weights[pat[j]]
-            for m in range(n_cols):
+            for m in range(n_plain + n_extra):
                 k = seg[j, m]
+                c = w if m < n_plain else counts[j, m - n_plain]
                 if y[j]:
-                    blk_pos[k] += w
+                    blk_pos[k] += c
                 else:
-                    blk_neg[k] += w
+                    blk_neg[k] += c
             j += 1
             if not tied[j - 1]:
                 break
         for r in range(i, j):  # close the block once per segment it touched
-            for m in range(n_cols):
+            for m in range(n_plain + n_extra):
                 k = seg[r, m]
                 if blk_pos[k] != 0.0 or blk_neg[k] != 0.0:
                     num[k] += blk_pos[k] * (neg_below[k] + 0.5 * blk_neg[k])
@@ -105,8 +117,9 @@ def segment_aucs(y, pat, seg, tied, n_seg, weights):
     ``seg`` (rows x columns) holds segment ids, with ``n_seg`` for "no segment" (see :func:`segments`)."""
     n_rep = weights.shape[0]
     out = np.empty((n_rep, n_seg))
+    no_counts = np.zeros((y.shape[0], 0))  # full-set segments only: every row weighs its patient's count
     for b in prange(n_rep):
-        _sweep(y, pat, seg, tied, n_seg, weights[b], out[b])
+        _sweep(y, pat, seg, tied, n_seg, weights[b], no_counts, out[b])
     return out
 
 
@@ -128,108 +141,79 @@ def draw_key(attr_key, replicate, draw):
 
 
 @njit(cache=True)
-def _pick_copies(cell_rows, start, size, w, take, state, rows_out, counts_out, got):
-    """``take`` of a cell's copies, uniformly without replacement (Floyd's algorithm on copy indices): row t of
-    the cell holds ``w[t]`` copies (its patient's bootstrap count; 1 for the point estimate). Appends each row
-    drawn and how many of its copies were, to ``rows_out`` / ``counts_out`` from ``got``; returns the new end."""
-    total = 0
-    for t in range(size):
-        total += w[t]
-    if take >= total:
-        for t in range(size):
-            if w[t] > 0:
-                rows_out[got], counts_out[got] = cell_rows[start + t], w[t]
-                got += 1
-        return got
-    chosen = np.zeros(total, dtype=np.bool_)
-    picks = np.empty(take, dtype=np.int64)
-    for k, j in enumerate(range(total - take, total)):
-        state = _mix(state + _GOLDEN)
-        t = np.int64(state % uint64(j + 1))
-        if chosen[t]:
-            t = j
-        chosen[t] = True
-        picks[k] = t
-    bounds = np.cumsum(w)  # copy k belongs to the first row whose cumulative count exceeds k
-    taken = np.zeros(size, dtype=np.int64)
-    for k in range(take):
-        taken[np.searchsorted(bounds, picks[k], side="right")] += 1
-    for t in range(size):
-        if taken[t] > 0:
-            rows_out[got], counts_out[got] = cell_rows[start + t], taken[t]
-            got += 1
-    return got
+def keyed_hashes(img_keys, key):
+    """One 64-bit hash per image for one draw (the image's own key mixed with the draw's)."""
+    out = np.empty(img_keys.shape[0], dtype=np.uint64)
+    for i in range(img_keys.shape[0]):
+        out[i] = _mix(img_keys[i] ^ key)
+    return out
+
+
+MAX_COPY_KEYS = 64  # more copies of one image in a replicate than this are counted as this many (never seen)
+_ALL = uint64(0xFFFFFFFFFFFFFFFF)  # keep every copy (a hash equals it with probability 2**-64)
 
 
 @njit(cache=True)
-def balanced_draw(cells, column, pat, weights, replicate, draw):
-    """One balanced draw for one attribute column: (rows in score order, copies of each, segment of each).
-
-    The data are the replicate's resampled images (row i has ``weights[pat[i]]`` copies); every group of the
-    column keeps as many positive and as many negative copies as the group with the fewest has, drawn without
-    replacement -- the balancing procedure applied to the bootstrap sample, as to the test set itself."""
-    cell_start, cell_rows, cell_class, cell_col, cell_seg, cell_key, attr_keys = cells
-    first, last = -1, -1
-    for c in range(cell_class.shape[0]):
-        if cell_col[c] == column:
-            first = c if first < 0 else first
-            last = c
-    if first < 0:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int32)
-    quota = np.full(2, np.iinfo(np.int64).max)
-    sizes = np.zeros(last - first + 1, dtype=np.int64)
-    for c in range(first, last + 1):
-        for t in range(cell_start[c], cell_start[c + 1]):
-            sizes[c - first] += np.int64(weights[pat[cell_rows[t]]])
-        quota[cell_class[c]] = min(quota[cell_class[c]], sizes[c - first])
-    n_out = cell_start[last + 1] - cell_start[first]
-    rows, counts, segs = np.empty(n_out, np.int64), np.empty(n_out, np.int64), np.empty(n_out, np.int32)
-    got = 0
-    key = draw_key(attr_keys[column], replicate, draw)
-    for c in range(first, last + 1):
-        start, size = cell_start[c], cell_start[c + 1] - cell_start[c]
-        w = np.empty(size, dtype=np.int64)
-        for t in range(size):
-            w[t] = np.int64(weights[pat[cell_rows[start + t]]])
-        end = _pick_copies(cell_rows, start, size, w, quota[cell_class[c]], _mix(key ^ cell_key[c]), rows, counts, got)
-        segs[got:end] = cell_seg[c]
-        got = end
-    order = np.argsort(rows[:got], kind="mergesort")
-    return rows[:got][order], counts[:got][order], segs[:got][order]
-
-
-@njit(cache=True)
-def _balanced_draw_aucs(y, pat, scores, cells, n_cols, n_seg, weights, replicate, draw, out):
-    out[:] = np.nan
-    tmp = np.empty(n_seg)
-    for j in range(n_cols):
-        rows, counts, segs = balanced_draw(cells, j, pat, weights, replicate, draw)
-        n = rows.shape[0]
-        if n == 0:
-            continue
-        y_sub = np.empty(n, dtype=y.dtype)
-        seg = np.empty((n, 1), dtype=np.int32)
-        tied = np.zeros(n, dtype=np.bool_)
-        for t in range(n):
-            y_sub[t], seg[t, 0] = y[rows[t]], segs[t]
-            if t + 1 < n:
-                tied[t] = scores[rows[t + 1]] == scores[rows[t]]
-        _sweep(y_sub, np.arange(n), seg, tied, n_seg, counts.astype(np.float64), tmp)
-        for t in range(n):
-            out[segs[t]] = tmp[segs[t]]
+def _replicate_counts(cells, pat, weights, replicate, n_draws, counts):
+    """Fill ``counts`` (rows x draws*attributes): the copies of each row that replicate ``replicate``'s
+    balanced draws keep. In every cell the replicate has M copies (its patients' bootstrap counts); the group
+    with the fewest copies of a class keeps all of them, the others keep each copy with probability
+    fewest / M -- when the hash of (image, copy, draw) falls below that share of 2**64 -- which draws about as
+    many (the point estimate draws exactly as many, see ``resample.BalanceCells.point_counts``)."""
+    row_cell, cell_cls, cell_col, pstart, ppat, pcnt, attr_keys, img_keys = cells
+    n_cells, n_attrs = cell_cls.shape[0], row_cell.shape[1]
+    size = np.zeros(n_cells)
+    for c in range(n_cells):
+        for t in range(pstart[c], pstart[c + 1]):
+            size[c] += weights[ppat[t]] * pcnt[t]
+    fewest = np.full((n_attrs, 2), np.inf)
+    for c in range(n_cells):
+        fewest[cell_col[c], cell_cls[c]] = min(fewest[cell_col[c], cell_cls[c]], size[c])
+    keep_below = np.zeros(n_cells + 1, dtype=np.uint64)  # the last: rows in no cell keep nothing
+    for c in range(n_cells):
+        share = fewest[cell_col[c], cell_cls[c]] / size[c] if size[c] > 0 else 0.0
+        keep_below[c] = uint64(share * 18446744073709551616.0) if share < 1.0 else _ALL
+    copy_keys = np.empty((n_draws * n_attrs, MAX_COPY_KEYS), dtype=np.uint64)
+    for k in range(n_draws):
+        for j in range(n_attrs):
+            key = draw_key(attr_keys[j], replicate, k)
+            for t in range(MAX_COPY_KEYS):
+                copy_keys[k * n_attrs + j, t] = _mix(key + uint64(t + 1) * _GOLDEN)
+    for i in range(row_cell.shape[0]):
+        copies = min(np.int64(weights[pat[i]]), MAX_COPY_KEYS)
+        for j in range(n_attrs):
+            c = row_cell[i, j]
+            below = keep_below[c if c >= 0 else n_cells]
+            for k in range(n_draws):
+                m = k * n_attrs + j
+                kept = 0
+                for t in range(copies):  # branch-free: the smallest group's cells keep every copy (below = 2**64-1)
+                    kept += _mix(img_keys[i] ^ copy_keys[m, t]) < below
+                counts[i, m] = kept
 
 
 @njit(cache=True, parallel=True)
-def balanced_segment_aucs(y, pat, scores, cells, n_cols, n_seg, weights, replicates, n_draws):
-    """Segment AUCs on balanced draws -> (len(replicates), n_draws, n_seg).
-
-    Row ``b`` of ``weights`` (patient weights: bootstrap counts, or ones) is used with the draws of replicate
-    ``replicates[b]`` (-1: the point estimate). ``cells`` is the tuple that ``resample.balance_cells`` builds."""
-    n_rep = weights.shape[0]
-    out = np.empty((n_rep, n_draws, n_seg))
+def balanced_segment_aucs(y, pat, seg_all, tied, cells, n_draws, n_seg, weights, replicates):
+    """Full-set and balanced segment AUCs of bootstrap replicates, one sweep each -> (replicates,
+    (1 + n_draws) * n_seg): columns ``[0, n_seg)`` are the full test set's segments, ``[(1 + k) n_seg,
+    (2 + k) n_seg)`` those of draw k. ``seg_all`` comes from ``resample.BalanceCells.segments``; replicate
+    ``replicates[b]`` weighs patients by ``weights[b]`` and draws its own balanced sets from them."""
+    n_rep, n = weights.shape[0], y.shape[0]
+    n_attrs = cells[0].shape[1]
+    total = (1 + n_draws) * n_seg
+    out = np.empty((n_rep, total))
     for b in prange(n_rep):
-        for k in range(n_draws):
-            _balanced_draw_aucs(y, pat, scores, cells, n_cols, n_seg, weights[b], replicates[b], k, out[b, k])
+        counts = np.empty((n, n_draws * n_attrs), dtype=np.float32)
+        _replicate_counts(cells, pat, weights[b], replicates[b], n_draws, counts)
+        _sweep(y, pat, seg_all, tied, total, weights[b], counts, out[b])
+    return out
+
+
+@njit(cache=True)
+def counted_segment_aucs(y, pat, seg_all, tied, n_seg, weights, counts):
+    """One sweep with given draw counts (the point estimate's exact draws) -> (n_seg,)."""
+    out = np.empty(n_seg)
+    _sweep(y, pat, seg_all, tied, n_seg, weights, counts, out)
     return out
 
 

@@ -59,54 +59,105 @@ def image_keys(image_ids: Sequence[str]) -> np.ndarray:
 
 @dataclass
 class BalanceCells:
-    """The cells one label's balanced draws pick from: per attribute column, group and class, the rows (in
-    score order) listed by image key, and how many of them each draw keeps (the smallest group's count)."""
+    """The cells one label's balanced draws pick from: per attribute column, every valid group x class cell,
+    its rows (in score order) and its patients with their image counts (a replicate's size of the cell)."""
 
-    arrays: tuple  # (start, rows, class, col, seg, cell_key, attr_keys), as the kernel takes them
-    n_cols: int
+    row_cell: np.ndarray  # (rows, attributes): the row's cell in each column, -1 for none
+    cell_class: np.ndarray
+    cell_col: np.ndarray
+    cell_seg: np.ndarray  # the cell's group segment id
+    cell_size: np.ndarray  # images in the cell
+    patients: tuple  # (start, patient, images): CSR of each cell's patients
+    attr_keys: np.ndarray  # uint64, one per attribute: (seed, label, attribute) hashed
+    img_keys: np.ndarray  # uint64, one per row
     per_attr: list[dict[str, int] | None]  # n_per_group and n_pos_per_group, or None (no draw)
+
+    @property
+    def n_cols(self) -> int:
+        return self.row_cell.shape[1]
+
+    @property
+    def arrays(self) -> tuple:
+        """What ``kernels.balanced_segment_aucs`` takes."""
+        return (self.row_cell, self.cell_class, self.cell_col, *self.patients, self.attr_keys, self.img_keys)
+
+    def point_counts(self, n_draws: int) -> np.ndarray:
+        """The point estimate's draws, (rows, draws x attributes) of 0/1: in every cell the images with the
+        smallest hashes (of the image id and the draw), as many as the column's smallest group of that class."""
+        from fairscan.fairness import kernels
+
+        counts = np.zeros((len(self.row_cell), n_draws * self.n_cols))
+        for j in range(self.n_cols):
+            cells = np.flatnonzero(self.cell_col == j)
+            fewest = {c: min(self.cell_size[k] for k in cells if self.cell_class[k] == c) for c in (0, 1)}
+            for k in range(n_draws):
+                key = np.uint64(kernels.draw_key(self.attr_keys[j], -1, k))  # (numba hands back a Python int)
+                hashes = kernels.keyed_hashes(self.img_keys, key)
+                for cell in cells:
+                    rows = np.flatnonzero(self.row_cell[:, j] == cell)
+                    keep = fewest[self.cell_class[cell]]
+                    chosen = rows if keep >= len(rows) else rows[np.argsort(hashes[rows], kind="stable")[:keep]]
+                    counts[chosen, k * self.n_cols + j] = 1.0
+        return counts
+
+    def segments(self, seg: np.ndarray, n_seg: int, n_draws: int) -> np.ndarray:
+        """The label's segment columns for the balanced kernels: the full-set columns ``seg`` (``n_seg`` = none),
+        then one column per draw and attribute with the row's group segment offset by ``(1 + draw) * n_seg``
+        (rows in no cell of that attribute: none). None is the last slot, ``(1 + n_draws) * n_seg``."""
+        total = (1 + n_draws) * n_seg
+        own = np.where(self.row_cell >= 0, self.cell_seg[np.maximum(self.row_cell, 0)], -1)
+        out = [np.where(seg == n_seg, total, seg)]
+        for k in range(n_draws):
+            out.append(np.where(own < 0, total, own + (1 + k) * n_seg))
+        return np.concatenate(out, axis=1).astype(np.int32)
 
 
 def balance_cells(
     y: np.ndarray,
+    unit: np.ndarray,
     keys: np.ndarray,
     columns: list[tuple[str, np.ndarray, list[str], np.ndarray, int]],
     *,
     seed: int,
     label: str,
 ) -> BalanceCells:
-    """Cells of one label (rows in score order) for ``columns`` = (attribute name, group code per row,
-    group names, which groups have an AUC, segment offset), one per attribute.
+    """Cells of one label (rows in score order, ``unit`` their resampling unit, ``keys`` their image keys) for
+    ``columns`` = (attribute name, group code per row, group names, which groups have an AUC, segment offset).
 
     A draw keeps, in every valid group, as many positives and as many negatives as the smallest valid group
-    has (``kernels.balanced_draw``); groups without an AUC are left out, so a tiny group does not shrink the
-    others. ``per_attr`` reports those sizes on the test set itself.
+    has; groups without an AUC are left out, so a tiny group does not shrink the others. ``per_attr`` reports
+    those sizes on the test set itself.
     """
-    starts, rows, cls, col, seg, cell_key, attr_keys, per_attr = [0], [], [], [], [], [], [], []
-    for j, (attr, codes, groups, valid, offset) in enumerate(columns):
+    row_cell = np.full((len(y), len(columns)), -1, dtype=np.int32)
+    cls, col, seg, size, pstart, ppat, pcnt, attr_keys, per_attr = [], [], [], [], [0], [], [], [], []
+    for j, (attr, codes, _groups, valid, offset) in enumerate(columns):
         attr_keys.append(name_key("balance", seed, label, attr))
-        groups_in = [g for g in range(len(groups)) if valid[g]]
-        cells = {(g, c): np.flatnonzero((codes == g) & (y == c)) for g in groups_in for c in (0, 1)}
+        groups_in = [g for g in range(len(valid)) if valid[g]]
         if not groups_in:
             per_attr.append(None)
             continue
-        need = {c: min(len(cells[g, c]) for g in groups_in) for c in (0, 1)}
-        for (g, c), idx in cells.items():
-            idx = idx[np.argsort(keys[idx], kind="stable")]
-            rows.append(idx)
-            starts.append(starts[-1] + len(idx))
+        cells = {(g, c): np.flatnonzero((codes == g) & (y == c)) for g in groups_in for c in (0, 1)}
+        for (g, c), rows in cells.items():
+            row_cell[rows, j] = len(cls)
+            patients, images = np.unique(unit[rows], return_counts=True)
+            pstart.append(pstart[-1] + len(patients))
+            ppat.append(patients)
+            pcnt.append(images)
             cls.append(c)
             col.append(j)
             seg.append(offset + g)
-            cell_key.append(name_key(groups[g], c))
+            size.append(len(rows))
+        need = {c: min(len(cells[g, c]) for g in groups_in) for c in (0, 1)}
         per_attr.append({"n_per_group": need[0] + need[1], "n_pos_per_group": need[1]})
-    arrays = (
-        np.asarray(starts, dtype=np.int64),
-        np.concatenate(rows).astype(np.int64) if rows else np.zeros(0, dtype=np.int64),
-        np.asarray(cls, dtype=np.int64),
-        np.asarray(col, dtype=np.int64),
-        np.asarray(seg, dtype=np.int32),
-        np.asarray(cell_key, dtype=np.uint64),
-        np.asarray(attr_keys, dtype=np.uint64),
-    )
-    return BalanceCells(arrays=arrays, n_cols=len(columns), per_attr=per_attr)
+
+    def ints(x, dtype=np.int64):
+        return np.asarray(x, dtype=dtype)
+
+    return BalanceCells(
+        row_cell=row_cell, cell_class=ints(cls), cell_col=ints(col), cell_seg=ints(seg, np.int32),
+        cell_size=ints(size),
+        patients=(ints(pstart), np.concatenate(ppat).astype(np.int64) if ppat else ints([]),
+                  np.concatenate(pcnt).astype(np.float64) if pcnt else np.zeros(0)),
+        attr_keys=np.asarray(attr_keys, dtype=np.uint64), img_keys=np.ascontiguousarray(keys, dtype=np.uint64),
+        per_attr=per_attr,
+    )  # fmt: skip
