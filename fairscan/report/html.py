@@ -9,8 +9,10 @@ import json
 from html import escape
 
 from fairscan.report._format import (
+    ADJUSTED_NOTE,
     AUDIT_SCHEMA,
     COMPARISON_SCHEMA,
+    OLD_SCHEMAS,
     UNITS_NOTE,
     all_notes,
     attrs_of,
@@ -87,7 +89,7 @@ def _class(*names: str) -> str:
 
 
 def _cell(c: Cell, numeric: bool) -> str:
-    ci = f'<span class="ci">{_e(c.ci)}</span>' if c.ci else ""
+    ci = "".join(f'<span class="ci">{_e(x)}</span>' for x in (c.ci, c.extra) if x)
     return f"<td{_class('n' if numeric else '', 'strong' if c.strong else '')}>{_e(c.text)}{ci}</td>"
 
 
@@ -151,9 +153,10 @@ def _summary(d: dict, heading: str = "h3") -> str:
     summaries = attr_summaries(d)
     cards = [_card("Mean AUC", mean_auc_cell(d))]
     for s in summaries:
-        sub = f"p = {_e(s.p)} (permutation) · best <b>{_e(s.best)}</b> · worst <b>{_e(s.worst)}</b>"
+        sub = (f"adjusted {_e(s.fg_adjusted.plain())} · p = {_e(s.p)} · best <b>{_e(s.best)}</b> · worst "
+               f"<b>{_e(s.worst)}</b>")  # fmt: skip
         cards.append(_card(f"Fairness gap (FG), {s.attr}", s.fg, sub))
-    parts.append(f'<div class="cards">{"".join(cards)}</div>')
+    parts.append(f'<div class="cards">{"".join(cards)}</div><p class="facts">{_e(ADJUSTED_NOTE)}</p>')
     for s in summaries:
         parts.append(f"<{heading}>{_e(s.attr)}</{heading}>{_facts(s.facts)}")
         if s.table is not None:
@@ -165,7 +168,7 @@ def audit_html(d: dict) -> str:
     """A single-model audit (``fairscan.audit/1``) as one self-contained HTML page with its figures."""
     from fairscan.report import _plots
 
-    check_schema(d, AUDIT_SCHEMA)
+    check_schema(d, AUDIT_SCHEMA, *OLD_SCHEMAS)
     model = d.get("model", "")
     body = [f"<header><h1>Fairness audit: {_e(model)}</h1>{_facts(header_facts(d))}{_units(d)}</header>"]
     body.append(f'<section id="summary"><h2>Summary</h2>{_summary(d)}')
