@@ -43,6 +43,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from fairscan.data.synthetic_layouts import (
+    DEMO_NAME,
+    MIMIC_IV,
+    ROOT_NAMES,
+    write_chexpert,
+    write_mimic,
+    write_nih,
+)
 from fairscan.errors import InputError
 from fairscan.schema import CHEXPERT_LABELS, NIH_LABELS
 
@@ -57,9 +65,6 @@ PROFILES: dict[str, dict[str, Any]] = {
 }
 SEX_SHARES = (0.59, 0.41)  # Male, Female
 AMPLITUDE, NOISE = 0.08, 0.04
-ROOT_NAMES = {"chexpert": "CheXpert-v1.0-small", "nih": "CXR8", "mimic": "mimic-cxr-jpg/2.0.0"}
-DEMO_NAME = "CHEXPERT DEMO.xlsx"
-MIMIC_IV = "mimiciv/2.2"
 
 # A finding's mark: Gaussian components (centre x, centre y, sd x, sd y, weight) in units of the image's width and
 # height; weight < 0 darkens.
@@ -207,19 +212,6 @@ def _studies(rng: np.random.Generator, people: pd.DataFrame, labels: list[str]) 
     return df
 
 
-def _coded(rng: np.random.Generator, truth: pd.Series) -> np.ndarray:
-    """CheXpert's coding of a true state: 1.0 / -1.0 when present; blank / 0.0 / -1.0 when absent."""
-    import numpy as np
-
-    u = rng.random(len(truth))
-    present = truth.to_numpy()
-    return np.where(
-        present,
-        np.where(u < 0.9, 1.0, -1.0),
-        np.where(u < 0.65, np.nan, np.where(u < 0.95, 0.0, -1.0)),
-    )
-
-
 # ------------------------------------------------------------------------------------------------- images
 
 
@@ -344,8 +336,6 @@ def make_synthetic(
     studies = _studies(rng, people, labels)
     root = Path(out_dir) / ROOT_NAMES[layout]
     root.mkdir(parents=True, exist_ok=True)
-    from fairscan.data.synthetic_layouts import write_chexpert, write_mimic, write_nih
-
     writer = {"chexpert": write_chexpert, "nih": write_nih, "mimic": write_mimic}[layout]
     table = writer(rng, root, people, studies, labels)
     _render(rng, root, table, people, studies, labels, fx, image_size)

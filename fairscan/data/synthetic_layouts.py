@@ -9,16 +9,28 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fairscan.data.synthetic import (
-    DEMO_NAME,
-    MIMIC_IV,
-    ROOT_NAMES,
-    _coded,
-)
 from fairscan.schema import CHEXPERT_LABELS, NIH_LABELS
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
+
+ROOT_NAMES = {"chexpert": "CheXpert-v1.0-small", "nih": "CXR8", "mimic": "mimic-cxr-jpg/2.0.0"}
+DEMO_NAME = "CHEXPERT DEMO.xlsx"
+MIMIC_IV = "mimiciv/2.2"
+
+
+def _coded(rng: np.random.Generator, truth: pd.Series) -> np.ndarray:
+    """CheXpert's coding of a true state: 1.0 / -1.0 when present; blank / 0.0 / -1.0 when absent."""
+    import numpy as np
+
+    u = rng.random(len(truth))
+    present = truth.to_numpy()
+    return np.where(
+        present,
+        np.where(u < 0.9, 1.0, -1.0),
+        np.where(u < 0.65, np.nan, np.where(u < 0.95, 0.0, -1.0)),
+    )
 
 
 def _image_rows(studies: pd.DataFrame) -> pd.DataFrame:

@@ -208,8 +208,6 @@ def backbone_names(model: nn.Module) -> list[str]:
 
 def load_run_model(run: str | Path) -> tuple[nn.Module, ModelInfo]:
     """Rebuild a fine-tuned model from its run folder, loading ``model.safetensors`` strictly."""
-    from fairscan.models.weights import read_safetensors
-
     run = Path(run)
     if not run.is_dir():
         raise InputError(f"{run}: not a run folder", hint="give the --out folder of `fairscan finetune`")
@@ -237,6 +235,16 @@ def load_run_model(run: str | Path) -> tuple[nn.Module, ModelInfo]:
         )
     model.eval()
     return model, info
+
+
+def read_safetensors(path: Path, hint: str | None = None) -> dict:
+    """A safetensors file's tensors; a damaged file is an InputError naming it."""
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(path)
+    except Exception as exc:  # safetensors raises its own error types
+        raise InputError(f"{path}: not a readable safetensors file ({exc})", hint=hint) from None
 
 
 def _few(keys, n: int = 5) -> str:

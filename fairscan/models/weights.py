@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from fairscan.errors import InputError
 from fairscan.io import sha256_file
-from fairscan.models.build import MODEL_JSON, MODEL_WEIGHTS, ModelInfo, classifier_name
+from fairscan.models.build import MODEL_JSON, MODEL_WEIGHTS, ModelInfo, classifier_name, read_safetensors
 
 if TYPE_CHECKING:
     import torch
@@ -196,16 +196,6 @@ def _torch_load(path: Path) -> Any:
             f"{path}: cannot be read safely as a PyTorch checkpoint ({type(exc).__name__}: {str(exc)[:200]})",
             hint="fairscan loads with weights_only=True; save the state dict alone, or as .safetensors",
         ) from exc
-
-
-def read_safetensors(path: Path, hint: str | None = None) -> dict:
-    """A safetensors file's tensors; a damaged file is an InputError naming it."""
-    from safetensors.torch import load_file
-
-    try:
-        return load_file(path)
-    except Exception as exc:  # safetensors raises its own error types
-        raise InputError(f"{path}: not a readable safetensors file ({exc})", hint=hint) from None
 
 
 def _strip_module(sd: dict) -> dict:
