@@ -89,6 +89,8 @@ class BalanceCells:
         counts = np.zeros((len(self.row_cell), n_draws * self.n_cols))
         for j in range(self.n_cols):
             cells = np.flatnonzero(self.cell_col == j)
+            if len(cells) == 0:  # no group of this attribute has an AUC: nothing to draw
+                continue
             fewest = {c: min(self.cell_size[k] for k in cells if self.cell_class[k] == c) for c in (0, 1)}
             for k in range(n_draws):
                 key = np.uint64(kernels.draw_key(self.attr_keys[j], -1, k))  # (numba hands back a Python int)
