@@ -107,7 +107,8 @@ class BalanceCells:
         then one column per draw and attribute with the row's group segment offset by ``(1 + draw) * n_seg``
         (rows in no cell of that attribute: none). None is the last slot, ``(1 + n_draws) * n_seg``."""
         total = (1 + n_draws) * n_seg
-        own = np.where(self.row_cell >= 0, self.cell_seg[np.maximum(self.row_cell, 0)], -1)
+        cell_seg = np.append(self.cell_seg, -1)  # row_cell -1 (no cell) reads the appended -1
+        own = cell_seg[self.row_cell]
         out = [np.where(seg == n_seg, total, seg)]
         for k in range(n_draws):
             out.append(np.where(own < 0, total, own + (1 + k) * n_seg))
