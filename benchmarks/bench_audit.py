@@ -63,7 +63,10 @@ def sklearn_replicate(df: pd.DataFrame, labels, attrs, rng) -> None:
 
 
 def old_audit_times(ref: str, path: Path, n_boot: int, perms: int) -> dict | None:
-    """fairscan 0.1's audit timed in a subprocess from a temporary worktree at ``ref`` (None if git can't)."""
+    """fairscan 0.1's audit timed in a subprocess from a temporary worktree at ``ref`` (None if git can't, or
+    with ``--baseline-ref ''``)."""
+    if not ref:
+        return None
     where = Path(tempfile.mkdtemp()) / "fairscan-old"
     made = subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(where), ref],
                           capture_output=True, text=True)  # fmt: skip

@@ -163,3 +163,11 @@ def test_each_replicate_draws_its_own_balanced_sets():
     white_bal = np.diff(_balanced(d, "edema", "race")["groups"]["White"]["ci"])[0]
     white_full = np.diff(full["labels"]["edema"]["attrs"]["race"]["groups"]["White"]["ci"])[0]
     assert white_bal > 1.3 * white_full  # the balanced White set is a small part of the White images
+
+
+def test_balancing_an_attribute_whose_groups_all_lack_an_auc():
+    df = make_preds(200, ("edema",), seed=12)
+    d = fairscan.audit(df, attrs=["sex", "race"], balanced_test=True, n_boot=20, min_pos=40, min_neg=10).to_dict()
+    race = d["labels"]["edema"]["attrs"]["race"]
+    assert race["balanced"] is None and all(g["auc"] is None for g in race["groups"].values())
+    assert d["summary"]["attrs"]["race"]["gap"] is None

@@ -89,6 +89,8 @@ class BalanceCells:
         counts = np.zeros((len(self.row_cell), n_draws * self.n_cols))
         for j in range(self.n_cols):
             cells = np.flatnonzero(self.cell_col == j)
+            if len(cells) == 0:  # no group of this attribute has an AUC: nothing to draw
+                continue
             fewest = {c: min(self.cell_size[k] for k in cells if self.cell_class[k] == c) for c in (0, 1)}
             for k in range(n_draws):
                 key = np.uint64(kernels.draw_key(self.attr_keys[j], -1, k))  # (numba hands back a Python int)
@@ -105,7 +107,8 @@ class BalanceCells:
         then one column per draw and attribute with the row's group segment offset by ``(1 + draw) * n_seg``
         (rows in no cell of that attribute: none). None is the last slot, ``(1 + n_draws) * n_seg``."""
         total = (1 + n_draws) * n_seg
-        own = np.where(self.row_cell >= 0, self.cell_seg[np.maximum(self.row_cell, 0)], -1)
+        cell_seg = np.append(self.cell_seg, -1)  # row_cell -1 (no cell) reads the appended -1
+        own = cell_seg[self.row_cell]
         out = [np.where(seg == n_seg, total, seg)]
         for k in range(n_draws):
             out.append(np.where(own < 0, total, own + (1 + k) * n_seg))
