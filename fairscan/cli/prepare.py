@@ -179,9 +179,7 @@ def _kind_command(name: str) -> None:
     from fairscan.data.kinds import KINDS
 
     kind = KINDS[name]
-    own = [k for k in kind.__annotations__ if k in kind.model_fields]  # the kind's own options first
-    names = [*own, *(k for k in kind.model_fields if k not in own)]
-    fields = {k: kind.model_fields[k] for k in names if k != "kind"}
+    fields = kind.options()
     params = [opt.field_parameter(k, f) for k, f in fields.items()]
     extras = [_OUT, _JSON] if name in ("pool", "balance", "synthetic") else [_OUT, _CHECK, _WORKERS, _JSON]
 

@@ -36,6 +36,13 @@ class DatasetKind(Settings):
         """The datasets this one is made from (their names in a preset)."""
         return []
 
+    @classmethod
+    def options(cls) -> dict[str, Any]:
+        """The kind's settings as its command takes them: its own first, then those it shares with others."""
+        own = [k for k in cls.__annotations__ if k in cls.model_fields]
+        names = [*own, *(k for k in cls.model_fields if k not in own)]
+        return {k: cls.model_fields[k] for k in names if k != "kind"}
+
     def prepare(self, out: Path, data: Path | None = None):
         raise NotImplementedError
 
@@ -44,7 +51,7 @@ class DatasetKind(Settings):
         option whose value differs from its default."""
         words = ["fairscan", "prepare", self.kind]
         options: list[str] = []
-        for name, field in type(self).model_fields.items():
+        for name, field in self.options().items():
             value = getattr(self, name)
             marker = cli_of(field)
             if name == "kind" or (
