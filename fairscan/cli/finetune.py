@@ -35,7 +35,8 @@ Examples:
 
 def training_command(stage: str, models: list[type], doc: str, check_typed=None):
     """A training stage's command: every setting of ``models`` as an option, plus --gpus, --resume, --break-lock,
-    --allow-inexact-resume, --preset and --set. ``check_typed(given, name_of)`` may refuse options typed together."""
+    --allow-inexact-resume, --preset and --set. ``check_typed(typed, settings, name_of)`` may refuse options typed
+    together with the settings they join (the preset's, say)."""
     fields = opt.fields_of(models)
     params = [opt.field_parameter(name, field) for name, field in fields.items()]
     extra = [opt.GPUS, opt.RESUME, opt.BREAK_LOCK, opt.ALLOW_INEXACT, opt.preset_option(stage), opt.SETS]
@@ -51,9 +52,10 @@ def training_command(stage: str, models: list[type], doc: str, check_typed=None)
         n = opt.processes(values["gpus"], given.get("procs"), given.get("cpu"))
         if n:
             given["procs"] = n
-        if check_typed is not None:
-            check_typed(given, opt.flag_namer(fields))
+        typed = given
         given = opt.with_preset(given, values["preset"], values["sets"], stage)
+        if check_typed is not None:
+            check_typed(typed, given, opt.flag_namer(fields))
         out = opt.out_path(given)
         run_stage(
             the_stage, given, out=out, resume=values["resume"], break_lock=values["break_lock"],

@@ -23,21 +23,21 @@ Examples:
 """
 
 
-def _other_methods(given: dict, name_of) -> None:
+def _other_methods(typed: dict, settings: dict, name_of) -> None:
     """Options of another method typed on the command line are errors, never silently ignored. (Presets may
     carry both methods' keys from 0.1; those are dropped with a warning, see ``PretrainConfig.upgrade``.)"""
     from fairscan.errors import InputError
     from fairscan.train.objectives import METHODS, method
 
-    if given.get("method") not in METHODS:
+    if settings.get("method") not in METHODS:
         return
-    chosen = method(given["method"]).Settings
-    wrong = [k for k in given if k not in chosen.model_fields]
+    chosen = method(settings["method"]).Settings
+    wrong = [k for k in typed if k not in chosen.model_fields]
     if wrong:
         owners = [method(m).TITLE for m in METHODS if any(k in method(m).Settings.model_fields for k in wrong)]
         raise InputError(
             f"{', '.join(map(name_of, wrong))} {'applies' if len(wrong) == 1 else 'apply'} to {' and '.join(owners)} "
-            f"only, not to --method {given['method']}",
+            f"only, not to --method {settings['method']}",
             hint="each method takes its own options (see `fairscan pretrain --help`)",
         )
 
