@@ -115,13 +115,20 @@ def _starting(stage: Stage, folder: RunFolder, resume: bool, say) -> tuple[dict[
             f"{folder.path}: not a {stage.name} run (stage {saved.get('stage')!r})",
             hint="choose another --out",
         )
+    if saved is not None and saved.get("status") == "running" and checkpoint is None:
+        # killed before its first checkpoint: nothing to continue from; what it wrote goes, and it starts again
+        # (with --resume, with the settings it recorded)
+        if resume:
+            say(
+                f"{folder.path}: no checkpoint yet; starting the run from the beginning with its recorded settings"
+            )
+        else:
+            say(f"{folder.path}: its run stopped before its first checkpoint; starting it again")
+        if is_main_process():
+            folder.clear()
+        return (saved if resume else None), False
     if not resume:
         if saved is None and checkpoint is None:
-            return None, False
-        if saved is not None and saved.get("status") == "running" and checkpoint is None:
-            say(f"{folder.path}: its run stopped before its first checkpoint; starting it again")
-            if is_main_process():
-                folder.clear()
             return None, False
         if (saved or {}).get("status") == "complete":
             raise InputError(
@@ -130,18 +137,15 @@ def _starting(stage: Stage, folder: RunFolder, resume: bool, say) -> tuple[dict[
             )
         step = _checkpoint_step(checkpoint)
         raise InputError(
-            RUN_EXISTS.format(out=folder.path, what=f"stopped at step {step}" if step is not None else "unfinished"),
+            RUN_EXISTS.format(
+                out=folder.path, what=f"stopped at step {step}" if step is not None else "unfinished"
+            ),
             hint="continue it with --resume, or choose another --out",
         )
     if saved is None:
         raise InputError(
             f"{folder.path}: nothing to resume (no stage.json)", hint="start the run without --resume"
         )
-    if checkpoint is None and saved.get("status") != "complete":
-        say(
-            f"{folder.path}: no checkpoint yet; starting the run from the beginning with its recorded settings"
-        )
-        return saved, False
     return saved, True
 
 
