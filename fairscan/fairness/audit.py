@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from fairscan import __version__
 from fairscan.errors import InputError
-from fairscan.fairness import estimates, kernels, stats, thresholds
+from fairscan.fairness import curves, estimates, kernels, stats, thresholds
 from fairscan.fairness.groups import INTERSECT, Attribute, build_attributes, units
 from fairscan.fairness.multitest import adjust
 from fairscan.fairness.resample import BalanceCells, balance_cells, bootstrap_counts, image_keys
@@ -136,6 +136,12 @@ class AuditResult:
         gate = {"max_gap": max_gap, "min_auc": min_auc, "passed": not reasons, "reasons": reasons}
         self._dict["gate"] = gate
         return gate
+
+    def _repr_html_(self) -> str:
+        """How a notebook shows the result: its summary cards and tables (``fairscan.report.html``)."""
+        from fairscan.report.html import audit_fragment
+
+        return audit_fragment(self._dict)
 
     def by_label(self) -> pd.DataFrame:
         import pandas as pd
@@ -695,8 +701,24 @@ class _Layout:
             "summary": {"mean_auc": mean_auc, "mean_auc_ci": mean_auc_ci, "labels": self.with_auc,
                         "attrs": summary_attrs},
             "thresholds": None if thr is None else {k: v for k, v in thr.items() if k != "raw"},
+            "curves": self._curves(),
             "gate": None,
         }  # fmt: skip
+
+    def _curves(self) -> dict[str, Any]:
+        """ROC and reliability curves per label, overall and per subgroup, on the full test set."""
+        roc, rel = {}, {}
+        for lab, r in self.data.items():
+            p = self.a.p.p(lab)[r.order]
+            roc[lab] = {"overall": curves.roc_tpr(r.y, r.scores)}
+            rel[lab] = {"overall": curves.reliability(r.y, p, self.cfg.ece_bins)}
+            for j, attr in enumerate(self.a.attrs, start=1):
+                roc[lab][attr.name], rel[lab][attr.name] = {}, {}
+                for gi, g in enumerate(attr.groups):
+                    rows = r.seg[:, j] == attr.offset + gi
+                    roc[lab][attr.name][g] = curves.roc_tpr(r.y[rows], r.scores[rows])
+                    rel[lab][attr.name][g] = curves.reliability(r.y[rows], p[rows], self.cfg.ece_bins) if rows.any() else None
+        return {"fpr": [float(x) for x in curves.FPR_GRID], "roc": roc, "reliability": rel}
 
     def _balanced_note(self) -> str | None:
         if not self.cfg.balanced_test:
