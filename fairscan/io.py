@@ -111,6 +111,33 @@ def write_table(df, path: str | os.PathLike) -> Path:
     return Path(path)
 
 
+def write_parquet(df, path: str | os.PathLike, metadata: dict[str, Any]) -> Path:
+    """Write a DataFrame as parquet atomically, with ``metadata`` (JSON) under the key-value key ``fairscan``:
+    the provenance that `predict`, `ensemble` and `embed` leave in their tables."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    meta = dict(table.schema.metadata or {})
+    meta[b"fairscan"] = json.dumps(metadata, default=str).encode()
+    with atomic_path(path) as tmp:
+        pq.write_table(table.replace_schema_metadata(meta), tmp)
+    return Path(path)
+
+
+def parquet_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """The ``fairscan`` key-value metadata of a parquet file; {} for other files or when there is none."""
+    if not str(path).endswith(".parquet"):
+        return {}
+    try:
+        import pyarrow.parquet as pq
+
+        raw = (pq.read_schema(path).metadata or {}).get(b"fairscan")
+        return json.loads(raw) if raw else {}
+    except Exception:  # a provenance that cannot be read is no reason to refuse the table
+        return {}
+
+
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
