@@ -293,3 +293,11 @@ def test_bad_inputs_exit_2_with_what_to_do(run_cli, tmp_path):
         code, _, err = run_cli("probe", *args, "--permutations", "0")
         assert code == 2, (args, err)
         assert message in err and "Traceback" not in err, (args, err)
+
+
+def test_processes_share_the_permutations_without_changing_the_result():
+    f = _features(patients=100, dim=4, shift=0.5, seed=8)
+    kw = dict(folds=3, grid=[1.0], permutations=8, confounders=False)
+    one = probe(f, "race", jobs=1, **kw).probe("race")
+    two = probe(f, "race", jobs=2, **kw).probe("race")
+    assert one.p_value == two.p_value and one.auc_macro == two.auc_macro

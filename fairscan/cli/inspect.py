@@ -56,7 +56,7 @@ def inspect(
     tests per mode, corrected over the whole table), as Glocker et al. (Radiology: AI 2023).
     """
     from fairscan.cli._options import settings_model
-    from fairscan.cli.probe import numbers
+    from fairscan.cli.probe import numbers, writable_folder
     from fairscan.representations.inspect import InspectSettings
     from fairscan.representations.inspect import inspect as run_inspect
 
@@ -66,6 +66,7 @@ def inspect(
         )
     if modes is not None and components is None:
         raise InputError("--modes counts the columns of --components", hint="with PCA, use --pca K")
+    writable_folder(out)
     settings = settings_model(
         InspectSettings,
         dict(

@@ -34,6 +34,14 @@ def numbers(text: str, flag: str) -> list[float]:
     return values
 
 
+def writable_folder(out: Path | None) -> None:
+    """Refuse an --out that cannot be a folder before any work is done."""
+    if out is not None and out.exists() and not out.is_dir():
+        raise InputError(
+            f"--out {out}: is a file, not a folder", hint="name a folder (it is created if missing)"
+        )
+
+
 def _load(path: Path, from_scores: bool, mapping: Path | None, pattern: str | None, dedupe: str | None):
     """A features table, or with --from-scores a predictions file's outputs as features."""
     from fairscan.representations.features import dedupe_features, from_predictions, read_features
@@ -81,6 +89,9 @@ def probe(
     grid: Annotated[str, typer.Option(help="Inverse L2 penalties C to choose from.")] = "0.001,0.01,0.1,1",
     permutations: Annotated[int, typer.Option(help="Permutations for the p-value (0 = off).")] = 100,
     seed: Annotated[int, typer.Option(help="Seed of the folds and permutations.")] = 0,
+    jobs: Annotated[
+        int, typer.Option(help="Processes sharing the permutations (same result for any N).")
+    ] = 1,
     age_bins: Annotated[
         str, typer.Option("--age-bins", help="Edges of the age classes, in years.")
     ] = "40,60,80",
@@ -108,6 +119,7 @@ def probe(
         )
     if not across and features is None:
         raise InputError("name a features table", hint="fairscan probe feats.parquet --target race")
+    writable_folder(out)
     settings = settings_model(
         ProbeSettings,
         dict(
@@ -119,6 +131,7 @@ def probe(
             seed=seed,
             age_bins=numbers(age_bins, "--age-bins"),
             confounders=confounders,
+            jobs=jobs,
         ),
     )
     first = _load(fit_on or features, from_scores, mapping, pattern, dedupe)

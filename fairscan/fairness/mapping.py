@@ -187,8 +187,9 @@ def _pattern_column(df, pattern: str, fmt: dict, key: str, source):
         raise InputError(
             f"{source}: the mapping's {key} pattern {pattern!r} names column {name!r} for label "
             f"{fmt['id']}, which is missing",
-            hint=f"columns naming {fmt['name']!r}: {', '.join(near)}" if near else "check the pattern and "
-            f"the labels; columns: {', '.join(map(str, df.columns))}",
+            hint=f"columns naming {fmt['name']!r}: {', '.join(near)}"
+            if near
+            else f"check the pattern and the labels; columns: {', '.join(map(str, df.columns))}",
         )
     return df[name]
 
@@ -202,13 +203,15 @@ def _recode_target(col, spec: WideMapping, source):
     blank = col.isna() | (col.astype(str).str.strip() == "")
     out = col.astype(object)
     if spec.target_values is not None:
-        table = {float(k): (np.nan if v in (None, "mask") else float(v)) for k, v in spec.target_values.items()}
+        table = {
+            float(k): (np.nan if v in (None, "mask") else float(v)) for k, v in spec.target_values.items()
+        }
         values = pd.to_numeric(col, errors="coerce")
         unknown = ~blank & ~values.isin(list(table))
         if unknown.any():
             i = unknown.idxmax()
             raise InputError(
-                f"{source}: column {col.name} has {col[i]!r} (row {i}), which target_values does not list",
+                f"{source}: column {col.name} has {col[i]} (row {i}), which target_values does not list",
                 hint=f"add it to target_values (values seen: {', '.join(sorted(set(col[~blank].astype(str))))})",
             )
         out = values.map(table).astype(object)

@@ -24,7 +24,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from fairscan.errors import InputError
 from fairscan.fairness.multitest import adjust
 from fairscan.representations.features import (
-    FEATURE_PATTERN,
     Features,
     dedupe_features,
     first_per_patient,
@@ -214,7 +213,7 @@ def _read(features, s: InspectSettings) -> Features:
         return features
     if s.components is not None:
         return read_features(features, pattern=s.components, count=s.modes, flag="--components")
-    return read_features(features, pattern=FEATURE_PATTERN)
+    return read_features(features, flag="--components")
 
 
 def inspect(
@@ -267,8 +266,9 @@ def _repeat_notes(f: Features, s: InspectSettings) -> list[str]:
     from fairscan.schema import repeated_images
 
     notes = []
-    if s.dedupe is None:
-        repeats = repeated_images(f.frame, "path")
+    path = next((c for c in f.frame.columns if str(c).lower() == "path"), None)  # "Path" in CheXpert's CSVs
+    if s.dedupe is None and path is not None:
+        repeats = repeated_images(f.frame, path)
         if repeats is not None:
             notes.append(repeats.note())
     if s.per_patient == "all" and f.has_patients and f.frame["patient_id"].duplicated().any():

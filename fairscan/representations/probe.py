@@ -55,6 +55,7 @@ class ProbeSettings(BaseModel):
     age_bins: list[float] = Field(default_factory=lambda: [40.0, 60.0, 80.0])
     confounders: bool = True
     max_iter: int = Field(1000, ge=10)
+    jobs: int = Field(1, ge=1)  # processes that share the permutations (the result does not depend on it)
 
     @field_validator("grid")
     @classmethod
@@ -154,7 +155,9 @@ def _choose_c(Xs: np.ndarray, y: np.ndarray, groups: np.ndarray, s: ProbeSetting
             lr.set_params(C=c).fit(Xs[train], y[train])
             proba = np.zeros((len(test), k))
             proba[:, lr.classes_] = lr.predict_proba(Xs[test])
-            loss[j] += -np.mean(np.log(np.clip(proba[np.arange(len(test)), y[test]], 1e-15, None)))  # log loss
+            loss[j] += -np.mean(
+                np.log(np.clip(proba[np.arange(len(test)), y[test]], 1e-15, None))
+            )  # log loss
     return s.grid[int(np.argmin(loss))]
 
 
@@ -400,7 +403,8 @@ class _Run:
 
     def __init__(self, f: Features, t: _Target, X: np.ndarray, patients: np.ndarray):
         rows = t.codes >= 0
-        self.X, self.y, self.groups = X[rows], t.codes[rows], _compact(patients[rows])
+        self.X = X if rows.all() else X[rows]  # no copy of a large matrix when every row has the target
+        self.y, self.groups = t.codes[rows], _compact(patients[rows])
         self.rows, self.k, self.t = rows, len(t.classes), t
         self.images = [int(np.sum(self.y == c)) for c in range(self.k)]
         self.patients = [len(np.unique(self.groups[self.y == c])) for c in range(self.k)]
@@ -433,16 +437,39 @@ def _confounder_summary(scores_or_metrics, names: list[str]) -> dict[str, Any]:
     }
 
 
+def _macro(X: np.ndarray, y: np.ndarray, groups: np.ndarray, s: ProbeSettings, k: int) -> float:
+    return cross_validate(X, y, groups, s, k).macro
+
+
+def _null(run: _Run, s: ProbeSettings, index: int, advance) -> np.ndarray:
+    """The whole procedure's macro AUC on each permuted target. The targets are drawn here, in order, and
+    ``jobs`` processes share the reruns, so the p-value does not depend on ``jobs``."""
+    rng = np.random.default_rng([s.seed, _PERMUTATION_STREAM, index])
+    targets = [permuted(run.y, run.groups, rng) for _ in range(s.permutations)]
+    if s.jobs == 1:
+        out = []
+        for y in targets:
+            out.append(_macro(run.X, y, run.groups, s, run.k))
+            advance(1)
+        return np.array(out)
+    from joblib import Parallel, delayed
+
+    out, batch = [], 4 * s.jobs
+    with Parallel(n_jobs=s.jobs) as parallel:
+        for start in range(0, len(targets), batch):
+            chunk = targets[start : start + batch]
+            out += parallel(delayed(_macro)(run.X, y, run.groups, s, run.k) for y in chunk)
+            advance(len(chunk))
+    return np.array(out)
+
+
 def _probe_cv(f: Features, run: _Run, s: ProbeSettings, index: int, progress) -> TargetProbe:
     """Cross-validation on one table, the permutation test, and the confounder check."""
     task = progress.add_task(f"probe {run.t.name}", total=1 + s.permutations) if progress else None
     observed = cross_validate(run.X, run.y, run.groups, s, run.k)
-    rng = np.random.default_rng([s.seed, _PERMUTATION_STREAM, index])
-    null = np.empty(s.permutations)
-    for i in range(s.permutations):
-        if progress:
-            progress.update(task, advance=1)
-        null[i] = cross_validate(run.X, permuted(run.y, run.groups, rng), run.groups, s, run.k).macro
+    if progress:
+        progress.update(task, advance=1)
+    null = _null(run, s, index, lambda n: progress.update(task, advance=n) if progress else None)
     p = permutation_p(observed.macro, null) if s.permutations else None
     confounders = None
     if s.confounders:
@@ -523,6 +550,8 @@ def probe(
     unconverged = sum(issubclass(w.category, ConvergenceWarning) for w in caught)
     if unconverged:
         notes.append(f"{unconverged} logistic fit(s) stopped at max_iter={s.max_iter} before converging")
+    if s.confounders:
+        notes += _confounder_notes(f, probes)
     for p in probes:
         if p.left_out:
             notes.append(f"{p.target}: {p.left_out:,} row(s) without a value are left out of its probe")
@@ -537,6 +566,16 @@ def probe(
         probes=probes,
         notes=notes,
     )
+
+
+def _confounder_notes(f: Features, probes: list[TargetProbe]) -> list[str]:
+    """What the confounder check could not read, said rather than left to be guessed."""
+    missing = [p.target for p in probes if p.confounders is None]
+    if missing:
+        return [f"{', '.join(missing)}: no labels, age or sex to read, so no confounder check"]
+    if not any(str(c).startswith(LABEL_PREFIX) for c in f.frame.columns):
+        return ["no label_<id> columns: the confounder check reads age and sex only"]
+    return []
 
 
 def _prepare(f: Features, e: Features | None, s: ProbeSettings) -> list[tuple[_Run, _Run | None]]:

@@ -34,6 +34,13 @@ def _p6(p) -> str:
 # ---------------------------------------------------------------------------------------------------- probe
 
 
+def _columns(conf: dict | None) -> str:
+    if not conf:
+        return ""
+    n = len(conf["features"])
+    return f"{n} column" + ("" if n == 1 else "s")
+
+
 def probe_tables(d: dict) -> list[Table]:
     """The summary (one row per target) and the per-class table."""
     summary, per_class = [], []
@@ -50,10 +57,7 @@ def probe_tables(d: dict) -> list[Table]:
                 ),
                 Cell(f"{p['balanced_accuracy']:.3f}", f"chance {p['chance']:.3f}"),
                 Cell(p_value(p["p_value"]), f"{p['permutations']} perm." if p["p_value"] is not None else ""),
-                Cell(
-                    _auc(conf["auc_macro"]) if conf else "—",
-                    f"{len(conf['features'])} columns" if conf else "",
-                ),
+                Cell(_auc(conf["auc_macro"]) if conf else "—", _columns(conf)),
             ]
         )
         for i, c in enumerate(p["classes"]):
@@ -191,7 +195,7 @@ def markdown(title: str, facts: list[tuple[str, str]], tables: list[Table], note
         lines += [f"## {t.title}", "", "| " + " | ".join(t.columns) + " |"]
         lines.append("|" + "|".join("---:" if n else "---" for n in t.numeric) + "|")
         for row in t.rows:
-            cells = [_md_escape(c.plain()) for c in row]
+            cells = [_md_escape(f"{c.text} ({c.ci})" if c.ci else c.text) for c in row]
             lines.append("| " + " | ".join(f"**{x}**" if c.strong else x for x, c in zip(cells, row)) + " |")
         lines += ["", f"_{_md_escape(t.caption)}_", ""] if t.caption else [""]
     lines += ["## Notes", ""] + ([f"- {_md_escape(n)}" for n in notes] or ["None."]) + [""]
