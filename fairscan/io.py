@@ -100,28 +100,22 @@ def read_table(path: str | os.PathLike, **csv_kwargs: Any):
         ) from exc
 
 
-def write_table(df, path: str | os.PathLike) -> Path:
-    """Write a DataFrame atomically as parquet or CSV (by suffix)."""
+def write_table(df, path: str | os.PathLike, metadata: dict[str, Any] | None = None) -> Path:
+    """Write a DataFrame atomically as parquet or CSV (by suffix). A parquet file carries ``metadata`` (JSON)
+    under the key-value key ``fairscan``: the provenance that `predict`, `ensemble` and `embed` leave."""
     fmt = table_format(path)
     with atomic_path(path) as tmp:
-        if fmt == "parquet":
+        if fmt == "parquet" and metadata is not None:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            table = pa.Table.from_pandas(df, preserve_index=False)
+            meta = {**(table.schema.metadata or {}), b"fairscan": json.dumps(metadata, default=str).encode()}
+            pq.write_table(table.replace_schema_metadata(meta), tmp)
+        elif fmt == "parquet":
             df.to_parquet(tmp, index=False)
         else:
             df.to_csv(tmp, index=False, sep="\t" if fmt == "tsv" else ",")
-    return Path(path)
-
-
-def write_parquet(df, path: str | os.PathLike, metadata: dict[str, Any]) -> Path:
-    """Write a DataFrame as parquet atomically, with ``metadata`` (JSON) under the key-value key ``fairscan``:
-    the provenance that `predict`, `ensemble` and `embed` leave in their tables."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    table = pa.Table.from_pandas(df, preserve_index=False)
-    meta = dict(table.schema.metadata or {})
-    meta[b"fairscan"] = json.dumps(metadata, default=str).encode()
-    with atomic_path(path) as tmp:
-        pq.write_table(table.replace_schema_metadata(meta), tmp)
     return Path(path)
 
 

@@ -364,9 +364,7 @@ def dedupe(table: Predictions | pd.DataFrame, by: str = "path", *, source: str |
 
 def write_predictions(df: pd.DataFrame, path: str | os.PathLike, provenance: dict | None = None) -> Path:
     """Write a predictions table (validated first) atomically; parquet files carry ``provenance``."""
-    from fairscan.io import table_format, write_parquet, write_table
+    from fairscan.io import write_table
 
     validate_predictions(df, path)
-    if table_format(path) != "parquet":
-        return write_table(df, path)
-    return write_parquet(df, path, {"schema": SCHEMA_VERSION, **(provenance or {})})
+    return write_table(df, path, metadata={"schema": SCHEMA_VERSION, **(provenance or {})})

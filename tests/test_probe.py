@@ -301,3 +301,28 @@ def test_processes_share_the_permutations_without_changing_the_result():
     one = probe(f, "race", jobs=1, **kw).probe("race")
     two = probe(f, "race", jobs=2, **kw).probe("race")
     assert one.p_value == two.p_value and one.auc_macro == two.auc_macro
+
+
+def _script(name: str):
+    """A benchmark script as a module (benchmarks/ is no package)."""
+    import importlib
+    import sys
+    from pathlib import Path
+
+    folder = str(Path(__file__).resolve().parents[1] / "benchmarks")
+    if folder not in sys.path:
+        sys.path.append(folder)
+    return importlib.import_module(name)
+
+
+def test_the_benchmark_and_the_calibration_run_small():
+    bench = _script("bench_probe").main(
+        ["--images", "300", "--dim", "8", "--folds", "3", "--inner-folds", "2", "--grid", "0.1,1"]
+    )
+    for side in ("fairscan", "sklearn"):
+        run = bench[side][0]
+        assert run["seconds"] > 0 and run["peak_mib_above_data"] >= 0 and 0 < run["auc_macro"] < 1
+    assert bench["ratio_fastest"] > 0 and bench["workload"]["images"] == 300
+    calib = _script("calibrate_probe").main(["--datasets", "2", "--permutations", "2", "--patients", "60"])
+    assert calib["datasets"] == 2 and sum(calib["p_histogram"]) == 2
+    assert 0 <= calib["patient_permutation"]["rate"] <= 1 and calib["mean_auc_image_folds"] > 0

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from fairscan.cli._common import console, info, warn
+from fairscan.cli._representations import emit, numbers, writable_folder
 from fairscan.errors import InputError
 
 EXAMPLES = """
@@ -56,7 +56,6 @@ def inspect(
     tests per mode, corrected over the whole table), as Glocker et al. (Radiology: AI 2023).
     """
     from fairscan.cli._options import settings_model
-    from fairscan.cli.probe import numbers, writable_folder
     from fairscan.representations.inspect import InspectSettings
     from fairscan.representations.inspect import inspect as run_inspect
 
@@ -84,23 +83,16 @@ def inspect(
         ),
     )
     result = run_inspect(features, settings=settings)
-    if json_out:
-        import json
+    from fairscan.representations.report import inspect_table, write_inspect_report
 
-        for note in result.notes:
-            warn(note)
-        typer.echo(json.dumps(result.to_dict(), indent=2))
-    else:
-        from fairscan.representations.report import console_table, inspect_table
-
-        console.print(console_table(inspect_table(result)))
-        for note in result.notes:
-            console.print(f"note: {note}", highlight=False, soft_wrap=True)
-    if out is not None:
-        from fairscan.representations.report import write_inspect_report
-
-        written = write_inspect_report(result, out)
-        info("wrote " + ", ".join(str(p) for p in written.values()))
+    emit(
+        result.to_dict(),
+        result.notes,
+        [inspect_table(result)],
+        json_out=json_out,
+        out=out,
+        write=lambda o: write_inspect_report(result, o),
+    )
 
 
 inspect.__doc__ = (inspect.__doc__ or "") + EXAMPLES

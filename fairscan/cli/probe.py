@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from fairscan.cli._common import console, info, progress_bar, warn
+from fairscan.cli._common import progress_bar
+from fairscan.cli._representations import emit, numbers, writable_folder
 from fairscan.errors import InputError
 
 EXAMPLES = """
@@ -21,25 +22,6 @@ Examples:
 
   fairscan probe --fit-on train.parquet --evaluate-on test.parquet --target race
 """
-
-
-def numbers(text: str, flag: str) -> list[float]:
-    """`0.01,0.1,1` -> [0.01, 0.1, 1.0], or an InputError naming the option."""
-    try:
-        values = [float(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise InputError(f"{flag} {text!r}: give numbers separated by commas, e.g. 40,60,80") from None
-    if not values:
-        raise InputError(f"{flag}: give at least one number")
-    return values
-
-
-def writable_folder(out: Path | None) -> None:
-    """Refuse an --out that cannot be a folder before any work is done."""
-    if out is not None and out.exists() and not out.is_dir():
-        raise InputError(
-            f"--out {out}: is a file, not a folder", hint="name a folder (it is created if missing)"
-        )
 
 
 def _load(path: Path, from_scores: bool, mapping: Path | None, pattern: str | None, dedupe: str | None):
@@ -139,24 +121,9 @@ def probe(
     with progress_bar() as progress:
         result = run_probe(first, settings=settings, evaluate_on=second, progress=progress)
     d = result.to_dict()
-    if json_out:
-        import json
+    from fairscan.representations.report import probe_tables, write_probe_report
 
-        for note in d["notes"]:
-            warn(note)
-        typer.echo(json.dumps(d, indent=2))
-    else:
-        from fairscan.representations.report import console_table, probe_tables
-
-        for table in probe_tables(d):
-            console.print(console_table(table))
-        for note in d["notes"]:
-            console.print(f"note: {note}", highlight=False, soft_wrap=True)
-    if out is not None:
-        from fairscan.representations.report import write_probe_report
-
-        written = write_probe_report(d, out)
-        info("wrote " + ", ".join(str(p) for p in written.values()))
+    emit(d, d["notes"], probe_tables(d), json_out=json_out, out=out, write=lambda o: write_probe_report(d, o))
 
 
 probe.__doc__ = (probe.__doc__ or "") + EXAMPLES

@@ -181,12 +181,10 @@ def read_features(
 
 def write_features(df: pd.DataFrame, path: str | os.PathLike, provenance: dict | None = None) -> Path:
     """Write a features table (validated first) atomically; parquet files carry ``provenance``."""
-    from fairscan.io import table_format, write_parquet, write_table
+    from fairscan.io import write_table
 
     validate_features(df, path)
-    if table_format(path) != "parquet":
-        return write_table(df, path)
-    return write_parquet(df, path, {"schema": FEATURES_SCHEMA, **(provenance or {})})
+    return write_table(df, path, metadata={"schema": FEATURES_SCHEMA, **(provenance or {})})
 
 
 def from_predictions(preds: Predictions) -> Features:
@@ -238,3 +236,19 @@ def dedupe_features(features: Features, by: str) -> Features:
     repeats = repeated_images(features.frame, by)
     notes = [*features.notes, *([repeats.deduped_note()] if repeats else [])]
     return replace(features, frame=kept, notes=notes)
+
+
+def resolve_settings(cls, settings, names_key: str, names, overrides: dict, what: str):
+    """``settings`` (or ``cls``'s defaults) under the keyword overrides of a library call, ``names`` (a
+    string or a list: the targets or attributes) under ``names_key``; validation errors as one InputError."""
+    from pydantic import ValidationError
+
+    base = (settings or cls()).model_dump()
+    if names is not None:
+        base[names_key] = [names] if isinstance(names, str) else list(names)
+    base.update(overrides)
+    try:
+        return cls(**base)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise InputError(f"{what} setting {'.'.join(map(str, first['loc']))}: {first['msg']}") from None

@@ -28,6 +28,7 @@ from fairscan.representations.features import (
     dedupe_features,
     first_per_patient,
     read_features,
+    resolve_settings,
     subgroups,
 )
 from fairscan.schema import LABEL_PREFIX
@@ -225,7 +226,7 @@ def inspect(
 ) -> InspectResult:
     """Glocker et al.'s inspection of a features table (a path or :class:`Features`); see the module's
     docstring. Every input is checked before the PCA and the tests."""
-    s = _inspect_settings(settings, attrs, overrides)
+    s = resolve_settings(InspectSettings, settings, "attrs", attrs, overrides, "inspect")
     f = _read(features, s)
     if s.dedupe is not None:
         f = dedupe_features(f, s.dedupe)
@@ -246,20 +247,6 @@ def inspect(
     return InspectResult(
         f.source, s.correction, tests, names, projection, groupings, explained, tsne, left_out, notes
     )
-
-
-def _inspect_settings(settings, attrs, overrides) -> InspectSettings:
-    from pydantic import ValidationError
-
-    base = (settings or InspectSettings()).model_dump()
-    if attrs is not None:
-        base["attrs"] = [attrs] if isinstance(attrs, str) else list(attrs)
-    base.update(overrides)
-    try:
-        return InspectSettings(**base)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        raise InputError(f"inspect setting {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
 
 
 def _repeat_notes(f: Features, s: InspectSettings) -> list[str]:

@@ -34,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from fairscan import __version__
 from fairscan.errors import InputError
-from fairscan.representations.features import Features, subgroups
+from fairscan.representations.features import Features, read_features, resolve_settings, subgroups
 from fairscan.schema import LABEL_PREFIX
 
 PROBE_SCHEMA = "fairscan.probe/1"
@@ -214,7 +214,8 @@ def permuted(y: np.ndarray, patients: np.ndarray, rng: np.random.Generator) -> n
 
 
 def permutation_p(observed: float, null: np.ndarray) -> float:
-    """(1 + #{null >= observed}) / (n + 1): never 0, exact under exchangeability."""
+    """(1 + #{null >= observed}) / (n + 1): never 0, exact under exchangeability. A permuted value equal to
+    the observed one up to rounding counts as at least as large (the conservative side)."""
     return float((1 + np.sum(null >= observed - 1e-12)) / (len(null) + 1))
 
 
@@ -374,23 +375,7 @@ class ProbeResult:
 # ----------------------------------------------------------------------------------------------- the probe
 
 
-def _settings(settings: ProbeSettings | None, targets, overrides: dict) -> ProbeSettings:
-    from pydantic import ValidationError
-
-    base = (settings or ProbeSettings()).model_dump()
-    if targets is not None:
-        base["targets"] = [targets] if isinstance(targets, str) else list(targets)
-    base.update(overrides)
-    try:
-        return ProbeSettings(**base)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        raise InputError(f"probe setting {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
-
-
 def _as_features(obj) -> Features:
-    from fairscan.representations.features import read_features
-
     return obj if isinstance(obj, Features) else read_features(obj)
 
 
@@ -401,7 +386,7 @@ def _compact(patients: np.ndarray) -> np.ndarray:
 class _Run:
     """One target's rows: features, classes and patients, with the counts a result reports."""
 
-    def __init__(self, f: Features, t: _Target, X: np.ndarray, patients: np.ndarray):
+    def __init__(self, t: _Target, X: np.ndarray, patients: np.ndarray):
         rows = t.codes >= 0
         self.X = X if rows.all() else X[rows]  # no copy of a large matrix when every row has the target
         self.y, self.groups = t.codes[rows], _compact(patients[rows])
@@ -427,13 +412,12 @@ class _Run:
         )
 
 
-def _confounder_summary(scores_or_metrics, names: list[str]) -> dict[str, Any]:
-    auc, macro, bal = scores_or_metrics
+def _confounder_summary(names: list[str], auc, macro: float, balanced_accuracy: float) -> dict[str, Any]:
     return {
         "features": names,
         "auc": [float(a) for a in auc],
         "auc_macro": float(macro),
-        "balanced_accuracy": float(bal),
+        "balanced_accuracy": float(balanced_accuracy),
     }
 
 
@@ -477,7 +461,7 @@ def _probe_cv(f: Features, run: _Run, s: ProbeSettings, index: int, progress) ->
         if names:
             c = cross_validate(Xc[run.rows], run.y, run.groups, s, run.k)
             confounders = _confounder_summary(
-                (np.nanmean(c.auc, axis=0), c.macro, c.balanced_accuracy.mean()), names
+                names, np.nanmean(c.auc, axis=0), c.macro, c.balanced_accuracy.mean()
             )
     return run.result(
         np.nanmean(observed.auc, axis=0),
@@ -511,7 +495,7 @@ def _probe_across(f: Features, e: Features, fit: _Run, ev: _Run, s: ProbeSetting
             ca, cb = _class_metrics(
                 ev.y, _proba(cf, Xe[ev.rows][:, [names_e.index(n) for n in names]], fit.k)
             )
-            confounders = _confounder_summary((ca, np.nanmean(ca), cb), names)
+            confounders = _confounder_summary(names, ca, np.nanmean(ca), cb)
     if progress:
         progress.update(progress.add_task(f"probe {fit.t.name}", total=1), advance=1)
     return ev.result(auc, [macro], bal, p, s.permutations, [float(model[1].C)], confounders)
@@ -533,7 +517,7 @@ def probe(
     """
     from sklearn.exceptions import ConvergenceWarning
 
-    s = _settings(settings, targets, overrides)
+    s = resolve_settings(ProbeSettings, settings, "targets", targets, overrides, "probe")
     f = _as_features(features)
     e = _as_features(evaluate_on) if evaluate_on is not None else None
     runs = _prepare(f, e, s)
@@ -587,7 +571,7 @@ def _prepare(f: Features, e: Features | None, s: ProbeSettings) -> list[tuple[_R
         for name in s.targets:
             t = _target(f, name, s)
             _check_classes(t, pf, s.folds, f.source)
-            runs.append((_Run(f, t, Xf, pf), None))
+            runs.append((_Run(t, Xf, pf), None))
         return runs
     if e.columns != f.columns:
         missing = [c for c in f.columns if c not in e.columns]
@@ -609,5 +593,5 @@ def _prepare(f: Features, e: Features | None, s: ProbeSettings) -> list[tuple[_R
         tf = _target(f, name, s)
         _check_classes(tf, pf, s.inner_folds, f.source)
         te = _target(e, name, s, classes=tf.classes)
-        runs.append((_Run(f, tf, Xf, pf), _Run(e, te, Xe, pe)))
+        runs.append((_Run(tf, Xf, pf), _Run(te, Xe, pe)))
     return runs

@@ -155,34 +155,13 @@ def _inspect_facts(result) -> list[tuple[str, str]]:
 # ------------------------------------------------------------------------------------------------- layouts
 
 
-def console_table(t: Table):
-    """A rich table of the cells (a remark under its value, dim), in the audit report's plain style."""
-    from rich import box
-    from rich.markup import escape as esc
-    from rich.table import Table as RichTable
+def console_tables(tables: list[Table], console) -> None:
+    """Each table as the audit's console report lays one out (its title above it)."""
+    from fairscan.report.console import _rich_table
 
-    table = RichTable(
-        title=t.title,
-        caption=t.caption,
-        title_justify="left",
-        caption_justify="left",
-        box=box.SIMPLE_HEAD,
-        show_edge=False,
-        padding=(0, 1),
-        pad_edge=False,
-        collapse_padding=True,
-        header_style="bold",
-    )
-    for name, numeric in zip(t.columns, t.numeric):
-        table.add_column(name, justify="right" if numeric else "left", no_wrap=True)
-    for row in t.rows:
-        cells = [
-            (f"[bold]{esc(c.text)}[/]" if c.strong else esc(c.text))
-            + (f"\n[dim]{esc(c.ci)}[/]" if c.ci else "")
-            for c in row
-        ]
-        table.add_row(*cells)
-    return table
+    for t in tables:
+        console.print(f"[bold]{t.title}[/]", highlight=False)
+        console.print(_rich_table(t))
 
 
 def _md_escape(text: str) -> str:
