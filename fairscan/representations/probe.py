@@ -161,6 +161,19 @@ def _choose_c(Xs: np.ndarray, y: np.ndarray, groups: np.ndarray, s: ProbeSetting
     return s.grid[int(np.argmin(loss))]
 
 
+SMALL = 4_000_000  # features x rows below which one BLAS thread is fastest
+
+
+def _blas_threads(X: np.ndarray):
+    """One BLAS thread for small problems: their matrix products are too small to share, and threads that
+    wait for work made the permutation test 5x slower on a busy 2-core machine (15 s vs 87 s, measured)."""
+    import contextlib
+
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(1, user_api="blas") if X.size < SMALL else contextlib.nullcontext()
+
+
 def _checked_once():
     """scikit-learn without its per-call checks: the inputs were validated once, and on small folds the checks
     cost more than the fits (the permutation test runs thousands of them)."""
@@ -523,7 +536,7 @@ def probe(
     runs = _prepare(f, e, s)
     notes = list(f.notes) + (list(e.notes) if e is not None else [])
     probes = []
-    with warnings.catch_warnings(record=True) as caught:
+    with warnings.catch_warnings(record=True) as caught, _blas_threads(runs[0][0].X):
         warnings.simplefilter("always", ConvergenceWarning)
         for i, (fit, ev) in enumerate(runs):
             probes.append(
