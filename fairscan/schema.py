@@ -63,10 +63,18 @@ SEXES = ("Male", "Female")
 RACES = ("White", "Asian", "Black")
 MANIFEST_COLUMNS = ("image_id", "path", "patient_id", "study_id", "view", "sex", "age", "race", "split")
 SCHEMA_VERSION = "fairscan.predictions/1"
-AUDIT_SCHEMA = "fairscan.audit/1"  # audit.json (docs/audit-json.md)
-COMPARISON_SCHEMA = "fairscan.comparison/1"  # several models' audits side by side
+AUDIT_SCHEMA = "fairscan.audit/2"  # audit.json (docs/audit-json.md)
+COMPARISON_SCHEMA = "fairscan.comparison/2"  # several models' audits side by side
+OLD_AUDIT_SCHEMAS = ("fairscan.audit/1",)  # still rendered: /2 only added fields (and changed p_value's test)
 LABEL_PREFIX, PROB_PREFIX, LOGIT_PREFIX = "label_", "prob_", "logit_"
 _ID_RE = re.compile(r"^[a-z0-9][a-z0-9_]*$")
+
+
+def shown(value) -> str:
+    """A cell's value as an error message shows it: ``-0.2`` or ``'yes'``, never ``np.float64(-0.2)``."""
+    if hasattr(value, "item"):
+        value = value.item()
+    return repr(value)
 
 
 def label_id(name: str) -> str:
@@ -114,7 +122,7 @@ def validate_manifest(df: pd.DataFrame, source: str | os.PathLike = "manifest") 
         if bad.any():
             raise InputError(
                 f"{source}: column label_{lab} has values outside 1 / 0 / empty "
-                f"(first at image_id {out['image_id'][bad.idxmax()]}: {out[LABEL_PREFIX + lab][bad.idxmax()]!r})",
+                f"(first at image_id {out['image_id'][bad.idxmax()]}: {shown(out[LABEL_PREFIX + lab][bad.idxmax()])})",
                 hint="apply a label policy when preparing (see `fairscan prepare --help`)",
             )
         out[LABEL_PREFIX + lab] = values.astype(np.float64)
@@ -142,7 +150,7 @@ def _check_unique(df: pd.DataFrame, col: str, source) -> None:
     dup = df[col][df[col].duplicated()]
     if len(dup):
         raise InputError(
-            f"{source}: column {col} must be unique; {dup.nunique()} value(s) repeat, e.g. {dup.iloc[0]!r}",
+            f"{source}: column {col} must be unique; {dup.nunique()} value(s) repeat, e.g. {shown(dup.iloc[0])}",
             hint="each row is one image: drop or rename the duplicates",
         )
 
@@ -162,6 +170,7 @@ class Predictions:
     labels: list[str]
     source: str = "predictions"
     provenance: dict = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # what reading the file noticed (columns not read, ...)
 
     @property
     def has_patients(self) -> bool:
@@ -172,6 +181,24 @@ class Predictions:
 
     def p(self, lab: str):
         return self.frame[PROB_PREFIX + lab].to_numpy(dtype="float64")
+
+    def has_logits(self, lab: str) -> bool:
+        return LOGIT_PREFIX + lab in self.frame.columns
+
+    def logit(self, lab: str):
+        """Logits as given, or the logits of the probabilities (+-inf at 0 and 1)."""
+        import numpy as np
+
+        if self.has_logits(lab):
+            return self.frame[LOGIT_PREFIX + lab].to_numpy(dtype="float64")
+        p = self.p(lab)
+        with np.errstate(divide="ignore"):
+            return np.log(p) - np.log1p(-p)
+
+    def score(self, lab: str):
+        """What ranks the images for AUCs: logits when the file has them (probabilities of large logits round
+        to exactly 1.0 and would tie), otherwise the probabilities."""
+        return self.logit(lab) if self.has_logits(lab) else self.p(lab)
 
     @property
     def attribute_columns(self) -> list[str]:
@@ -205,14 +232,20 @@ def validate_predictions(df: pd.DataFrame, source: str | os.PathLike = "predicti
     labels = label_ids(out)
     score_ids = set(label_ids(out, PROB_PREFIX)) | set(label_ids(out, LOGIT_PREFIX))
     if not labels:
-        raise InputError(f"{source}: no label_<id> columns", hint="each label needs label_<id> and prob_<id>")
+        looks = _unread_columns(out, [])
+        raise InputError(
+            f"{source}: no label_<id> columns" + (f"; {looks[0]}" if looks else ""),
+            hint="each label needs label_<id> (1, 0 or empty) and prob_<id> or logit_<id>",
+        )
     for lab in labels:
         if not _ID_RE.match(lab):
             raise InputError(f"{source}: label id {lab!r} is not snake_case (column label_{lab})")
     without_scores = [lab for lab in labels if lab not in score_ids]
     if without_scores:
+        looks = _unread_columns(out, without_scores)
         raise InputError(
-            f"{source}: label(s) {', '.join(without_scores)} have no prob_<id> or logit_<id> column",
+            f"{source}: label(s) {', '.join(without_scores)} have no prob_<id> or logit_<id> column"
+            + (f"; {looks[0]}" if looks else ""),
             hint="add prob_<id> (a probability in [0, 1]) or logit_<id> for each label_<id>",
         )
     for lab in labels:
@@ -224,7 +257,7 @@ def validate_predictions(df: pd.DataFrame, source: str | os.PathLike = "predicti
             i = bad.idxmax()
             raise InputError(
                 f"{source}: column {ycol} must hold 1, 0 or empty; row {i} (image_id "
-                f"{out['image_id'][i]}) has {out[ycol][i]!r}",
+                f"{out['image_id'][i]}) has {shown(out[ycol][i])}",
                 hint="recode uncertain labels before auditing (e.g. -1 to empty to mask them)",
             )
         out[ycol] = y.astype(np.float64)
@@ -236,7 +269,7 @@ def validate_predictions(df: pd.DataFrame, source: str | os.PathLike = "predicti
                 i = bad.idxmax()
                 raise InputError(
                     f"{source}: column {pcol} must hold probabilities in [0, 1]; row {i} (image_id "
-                    f"{out['image_id'][i]}) has {out[pcol][i]!r}",
+                    f"{out['image_id'][i]}) has {shown(out[pcol][i])}",
                     hint="give logits as logit_<id> instead, and fill or drop missing predictions",
                 )
             out[pcol] = p.astype(np.float64)
@@ -244,10 +277,40 @@ def validate_predictions(df: pd.DataFrame, source: str | os.PathLike = "predicti
             z = pd.to_numeric(out[lcol], errors="coerce")
             if (~np.isfinite(z)).any():
                 i = (~np.isfinite(z)).idxmax()
-                raise InputError(f"{source}: column {lcol} has a missing or infinite value at row {i}")
-            out[pcol] = 1.0 / (1.0 + np.exp(-z.astype(np.float64)))
-            out = out.drop(columns=[lcol])
-    return Predictions(frame=out, labels=labels, source=source)
+                raise InputError(
+                    f"{source}: column {lcol} has a missing or infinite value at row {i} (image_id "
+                    f"{out['image_id'][i]})",
+                    hint="fill or drop the rows without a prediction",
+                )
+            out[lcol] = z.astype(np.float64)
+            out[pcol] = 1.0 / (1.0 + np.exp(-out[lcol]))
+    return Predictions(frame=out, labels=labels, source=source, notes=_unread_columns(out, labels))
+
+
+# Prefixes that other tools give label and score columns; fairscan reads label_/prob_/logit_ only.
+_LOOKALIKE = re.compile(
+    r"^(target|targets|truth|gt|y|true|probability|probabilities|proba|pred|preds|prediction|score|scores|"
+    r"p|output|logits?)[_\-. ]",
+    re.IGNORECASE,
+)
+
+
+def _unread_columns(frame: pd.DataFrame, labels: list[str]) -> list[str]:
+    """A note for columns that look like labels or scores but are not read (``target_edema``)."""
+    prefixes = (LABEL_PREFIX, PROB_PREFIX, LOGIT_PREFIX)
+    odd = [
+        c
+        for c in frame.columns
+        if isinstance(c, str)
+        and not c.startswith(prefixes)
+        and (_LOOKALIKE.match(c) or any(c.lower().endswith(("_" + lab, "-" + lab)) for lab in labels))
+    ]
+    if not odd:
+        return []
+    return [
+        f"column(s) {', '.join(odd)} look like labels or scores but are not read: fairscan reads label_<id>, "
+        f"prob_<id> and logit_<id> (rename them, or map the file with --mapping)"
+    ]
 
 
 def read_predictions(path: str | os.PathLike, mapping: dict | None = None) -> Predictions:

@@ -36,7 +36,7 @@ def make_audit(
     missing: tuple[tuple[str, str, str], ...] = (("fracture", "race", "Black"),),
     gate: bool = True,
 ) -> dict:
-    """A single-model audit (``fairscan.audit/1``); ``missing`` lists (label, attr, group) with no AUC."""
+    """A single-model audit (``fairscan.audit/2``); ``missing`` lists (label, attr, group) with no AUC."""
     rng = random.Random(seed)
     labels = list(labels or CHEXPERT_LABELS)
     attrs = attrs or ATTRS
@@ -91,13 +91,18 @@ def make_audit(
                     - min(gdict[g]["threshold"][k] for g in groups)
                     for k in ("tpr", "fpr", "fnr")
                 }
+                tgaps["equalized_odds"] = max(tgaps["tpr"], tgaps["fpr"])
             entry["attrs"][attr] = {
                 "groups": gdict,
                 "gap": gap,
                 "gap_ci": _ci(rng, gap, intervals and complete, 0.01),
+                "p_value": rng.uniform(0, 0.2) if complete and intervals else None,
+                "q_value": rng.uniform(0.1, 0.4) if complete and intervals else None,
                 "best_group": best if complete else None,
                 "worst_group": worst if complete else None,
-                "balanced": {"n_per_group": 1200, "n_pos_per_group": 300} if balanced else None,
+                "balanced": {"n_per_group": 1200, "n_pos_per_group": 300, "draws": 1, "balance_sd": None}
+                if balanced
+                else None,
                 "threshold_gaps": tgaps,
             }
         out_labels[lab] = entry
@@ -125,9 +130,19 @@ def make_audit(
             else None,
             "gap": gap,
             "gap_ci": _ci(rng, gap, intervals, 0.004),
+            "gap_adjusted": max(0.0, gap - 0.002),
+            "gap_adjusted_ci": [max(0.0, gap - 0.006), gap + 0.006] if intervals else None,
             "p_value": 1 / 1001 if attr == "race" else 0.0428,
+            "p_value_holm": 2 / 1001 if attr == "race" else 0.0428,
             "best_group": best,
             "worst_group": worst,
+            "worst_group_auc": gm[worst],
+            "worst_group_auc_ci": [gm[worst] - 0.008, gm[worst] + 0.006] if intervals else None,
+            "pairwise": [
+                {"a": a, "b": b, "diff": gm[a] - gm[b], "ci": _ci(rng, gm[a] - gm[b], intervals, 0.006)}
+                for i, a in enumerate(groups)
+                for b in groups[i + 1 :]
+            ],
             "delta_vs_group_mean": dgm,
             "delta_vs_group_mean_ci": {g: _ci(rng, dgm[g], intervals, 0.003) for g in groups}
             if intervals
@@ -142,6 +157,9 @@ def make_audit(
             "mean_label_gap_ci": _ci(rng, _mean(list(gaps.values())), intervals, 0.004),
             "max_label_gap": gaps[max_lab],
             "max_label_gap_label": max_lab,
+            "patients_varying": 0,
+            "balance_sd": None,
+            "equalized_odds": 0.03 if thresholds else None,
         }
     mean_auc = _mean([out_labels[lab]["auc"] for lab in labels])
     notes = ["1 label-subgroup pair has too few positives for a stable AUC"] if missing else []
@@ -150,7 +168,7 @@ def make_audit(
     max_gap = 0.05
     race_gap = summary_attrs.get("race", {}).get("gap", 0.0)
     return {
-        "schema": "fairscan.audit/1",
+        "schema": "fairscan.audit/2",
         "fairscan_version": "0.1.0",
         "model": model,
         "source": f"runs/{model}/predictions.parquet",
@@ -164,9 +182,9 @@ def make_audit(
             "resample": "patient",
             "seed": seed,
             "balanced_test": balanced,
+            "balanced_draws": 1,
             "min_pos": 10,
             "min_neg": 10,
-            "permutations": 1000,
             "interval_method": "bootstrap" if intervals else "none",
         },
         "notes": notes,
@@ -224,7 +242,7 @@ def delong_style(d: dict) -> dict:
 
 
 def make_comparison(names: tuple[str, ...] = ("mae", "moco_v3", "bit"), *, intervals: bool = True) -> dict:
-    """A comparison (``fairscan.comparison/1``) of audits; the first model is the reference."""
+    """A comparison (``fairscan.comparison/2``) of audits; the first model is the reference."""
     models = {name: make_audit(model=name, seed=i + 1, intervals=intervals) for i, name in enumerate(names)}
     ref = names[0]
     attrs = list(ATTRS)
@@ -260,9 +278,13 @@ def make_comparison(names: tuple[str, ...] = ("mae", "moco_v3", "bit"), *, inter
                 if intervals
                 else None
             ),
+            "mean_auc_diff_p": 0.001 if i == 1 else 0.6,
+            "mean_auc_diff_p_holm": 0.004 if i == 1 else 1.0,
+            "gap_diff_p": {a: 0.002 if i == 1 else 0.5 for a in attrs},
+            "gap_diff_p_holm": {a: 0.008 if i == 1 else 1.0 for a in attrs},
         }
     return {
-        "schema": "fairscan.comparison/1",
+        "schema": "fairscan.comparison/2",
         "fairscan_version": "0.1.0",
         "models": models,
         "comparison": {

@@ -11,7 +11,7 @@ import re
 from html.parser import HTMLParser
 
 NUM = r"[+-]?\d[\d,]*(?:\.\d+)?"
-CELL = re.compile(rf"^(?P<v>{NUM})\*?(?: \[(?P<lo>{NUM}), (?P<hi>{NUM})\])?$")
+CELL = re.compile(rf"^(?P<v>{NUM})\*?(?: \[(?P<lo>{NUM}), (?P<hi>{NUM})\])?(?: p (?P<p>\S+))?$")
 DASH = "—"
 TOL = 0.005 + 1e-9
 
@@ -185,6 +185,9 @@ def check_audit_tables(d: dict, tables: dict) -> int:
                 ge = a["groups"][g]
                 assert_points(row[col[g]], ge["auc"], ge["ci"], where=f"{where}={g}")
             assert_points(row[col["Gap"]], a["gap"], a["gap_ci"], where=where)
+            if "Gap q" in col:
+                q = clean(row[col["Gap q"]])
+                assert (q == DASH) if a.get("q_value") is None else abs(float(q) - a["q_value"]) <= 5e-3 * a["q_value"]
             assert clean(row[col["Worst"]]) == (a["worst_group"] or DASH)
             bal = [h for h in header if h.startswith("Balanced")]
             if a.get("balanced"):
@@ -222,10 +225,8 @@ def check_audit_tables(d: dict, tables: dict) -> int:
             assert abs(float(row[1]) - thr) <= 0.005 * abs(thr), f"threshold {lab}: {row[1]} != {thr}"
             for attr in s_attrs:
                 tg = d["labels"][lab]["attrs"][attr]["threshold_gaps"] or {}
-                for k in ("tpr", "fpr", "fnr"):
-                    assert_points(
-                        row[col[f"{k.upper()} gap ({attr})"]], tg.get(k), where=f"{lab} {attr} {k} gap"
-                    )
+                for k, head in (("tpr", "TPR"), ("fpr", "FPR"), ("fnr", "FNR"), ("equalized_odds", "EO")):
+                    assert_points(row[col[f"{head} gap ({attr})"]], tg.get(k), where=f"{lab} {attr} {k} gap")
                     checked += 1
     else:
         assert "thresholds" not in tables
@@ -251,12 +252,16 @@ def check_comparison_table(d: dict, header: list[str], rows: list[list[str]]) ->
             assert clean(row[col["Δ mean AUC"]]) == "reference"
             continue
         p = c["paired"][name_]
-        cells = [(row[col["Δ mean AUC"]], p["mean_auc_diff"], p.get("mean_auc_diff_ci"))]
+        cells = [(row[col["Δ mean AUC"]], p["mean_auc_diff"], p.get("mean_auc_diff_ci"), p.get("mean_auc_diff_p_holm"))]
         cells += [
-            (row[col[f"Δ FG {a}"]], p["gap_diff"][a], (p.get("gap_diff_ci") or {}).get(a)) for a in attrs
-        ]
-        for text, value, ci in cells:
+            (row[col[f"Δ FG {a}"]], p["gap_diff"][a], (p.get("gap_diff_ci") or {}).get(a),
+             (p.get("gap_diff_p_holm") or {}).get(a))
+            for a in attrs
+        ]  # fmt: skip
+        for text, value, ci, holm in cells:
             assert_points(text, value, ci, where=f"{name_} paired")
+            shown_p = CELL.match(clean(text))["p"]
+            assert (shown_p is None) if holm is None else float(shown_p) == float(f"{holm:.3g}"), text
             excludes = ci is not None and (ci[0] > 0 or ci[1] < 0)
             assert ("*" in clean(text).split(" ")[0]) == excludes, f"{name_}: mark wrong in {text!r} for {ci}"
             checked += 1

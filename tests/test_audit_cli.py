@@ -9,7 +9,7 @@ import pytest
 from fairscan.schema import write_predictions
 from tests._preds import make_preds
 
-FAST = ["--n-boot", "50", "--permutations", "20"]
+FAST = ["--n-boot", "50"]
 
 
 @pytest.fixture
@@ -23,7 +23,7 @@ def test_json_on_stdout(run_cli, preds_file):
     code, out, err = run_cli("audit", preds_file, "--attrs", "sex", "race", "--json", *FAST)
     assert code == 0, err
     d = json.loads(out)
-    assert d["schema"] == "fairscan.audit/1"
+    assert d["schema"] == "fairscan.audit/2"
     assert set(d["summary"]["attrs"]) == {"sex", "race"}
 
 
@@ -62,7 +62,7 @@ def test_several_files_compare(run_cli, tmp_path):
     code, out, err = run_cli("audit", a, b, "--attrs", "sex", "race", "--json", *FAST)
     assert code == 0, err
     d = json.loads(out)
-    assert d["schema"] == "fairscan.comparison/1"
+    assert d["schema"] == "fairscan.comparison/2"
     assert set(d["models"]) == {"a", "b"}
     assert "b" in d["comparison"]["paired"]
     code, out, err = run_cli("audit", f"masked={a}", f"scratch={b}", "--attrs", "sex", "--json", *FAST)
@@ -156,7 +156,100 @@ def test_python_api_from_dataframe():
     import fairscan
 
     df = make_preds(300, ("edema",), seed=1)
-    r = fairscan.audit(df, attrs=["sex"], n_boot=50, permutations=10)
+    r = fairscan.audit(df, attrs=["sex"], n_boot=50)
     assert isinstance(r, fairscan.AuditResult)
     assert r.mean_auc == r.to_dict()["summary"]["mean_auc"]
     assert isinstance(r.by_group(), pd.DataFrame)
+
+
+# ---------------------------------------------------------------------- messages a new user runs into
+
+
+def test_misnamed_label_and_score_columns_are_named(run_cli, tmp_path):
+    df = make_preds(200, ("edema", "effusion"), seed=2)
+    df["target_cardiomegaly"], df["probability_cardiomegaly"] = df["label_edema"], df["prob_edema"]
+    code, out, err = run_cli("audit", _write(tmp_path, df), "--attrs", "sex", "--json", *FAST)
+    assert code == 0
+    notes = " ".join(json.loads(out)["notes"])
+    assert "target_cardiomegaly, probability_cardiomegaly look like labels or scores but are not read" in notes
+    only = df[["image_id", "patient_id", "sex", "target_cardiomegaly", "probability_cardiomegaly"]]
+    code, _, err = run_cli("audit", _write(tmp_path, only, "only.csv"), "--attrs", "sex")
+    assert code == 2 and "no label_<id> columns; column(s) target_cardiomegaly" in " ".join(err.split())
+
+
+def test_an_attribute_with_one_group_says_why_there_is_no_gap(run_cli, tmp_path):
+    df = make_preds(300, ("edema",), seed=3).assign(race="White")
+    path = _write(tmp_path, df)
+    code, out, err = run_cli("audit", path, "--attrs", "race", "--json", *FAST)
+    d = json.loads(out)
+    assert code == 0 and any("race: one group only (White)" in n for n in d["notes"])
+    assert d["summary"]["attrs"]["race"]["why_no_gap"] == "race has one group only (White)"
+    code, _, err = run_cli("audit", path, "--attrs", "race", "--max-gap", "0.05", *FAST)
+    assert code == 3 and "no race gap: race has one group only (White)" in " ".join(err.split())
+
+
+def test_images_without_an_attribute_value_are_counted_in_a_note(run_cli, tmp_path):
+    df = make_preds(300, ("edema",), seed=4, images_per_patient=3)
+    df.loc[:8, "sex"] = None
+    code, out, _ = run_cli("audit", _write(tmp_path, df), "--attrs", "sex", "--json", *FAST)
+    notes = json.loads(out)["notes"]
+    assert code == 0 and "sex: 9 image(s) (3 patient(s)) have no value and are in no sex subgroup" in " ".join(notes)
+
+
+def test_patients_whose_group_varies_are_counted_not_switched_to_images(run_cli, tmp_path):
+    df = make_preds(600, ("edema",), seed=5, images_per_patient=3)
+    df.loc[[0, 3, 6], "sex"] = np.where(df.loc[[0, 3, 6], "sex"] == "Male", "Female", "Male")
+    code, out, _ = run_cli("audit", _write(tmp_path, df), "--attrs", "sex", "--json", *FAST)
+    d = json.loads(out)
+    assert code == 0 and d["summary"]["attrs"]["sex"]["patients_varying"] == 3
+    assert d["summary"]["attrs"]["sex"]["p_value"] is not None
+    assert not any("shuffles images" in n for n in d["notes"])
+
+
+def test_messages_name_the_real_flags(run_cli, tmp_path):
+    path = _write(tmp_path, make_preds(60, ("edema",), seed=0))
+    code, _, err = run_cli("audit", path, "--attrs", "sex", "--ci", "1.5")
+    assert code == 2 and "--ci:" in err and "--ci-level" not in err
+    code, _, err = run_cli("audit", path, "--attrs", "sex", "--min-count", "0")
+    assert code == 2 and "--min-count:" in err and "--min-pos" not in err
+    code, _, err = run_cli("audit", path, "--attrs", "sex", "--balanced-draws", "0")
+    assert code == 2 and "--balanced-draws:" in err
+
+
+def test_values_in_messages_read_as_numbers(run_cli, tmp_path):
+    df = make_preds(60, ("edema",), seed=0)
+    df.loc[3, "prob_edema"] = -0.2
+    code, _, err = run_cli("audit", _write(tmp_path, df), "--attrs", "sex")
+    assert code == 2 and "has -0.2" in err and "np.float64" not in err
+
+
+def test_an_interrupted_report_leaves_no_audit_json_and_is_cleaned_next_time(run_cli, tmp_path, monkeypatch):
+    from fairscan.report import html
+
+    out_dir = tmp_path / "audit"
+    path = _write(tmp_path, make_preds(300, ("edema",), seed=6))
+    code, _, _ = run_cli("audit", path, "--attrs", "sex", "--out", out_dir, *FAST)
+    assert code == 0 and (out_dir / "audit.json").exists()
+    (out_dir / ".report.html.abc123.tmp").write_text("")  # what a kill inside an atomic write leaves
+    written = []
+
+    def killed(self, text, *a, **k):  # the process dies while writing report.html
+        written.append(self.name)
+        if self.name.startswith(".report.html"):
+            raise KeyboardInterrupt
+        return original(self, text, *a, **k)
+
+    from pathlib import Path
+
+    original = Path.write_text
+    monkeypatch.setattr(Path, "write_text", killed)
+    with pytest.raises(KeyboardInterrupt):
+        from fairscan.report import write_report
+
+        write_report(json.loads((out_dir / "audit.json").read_text()), out_dir)
+    monkeypatch.undo()
+    assert not (out_dir / "audit.json").exists()  # the folder says it is incomplete
+    assert html  # (imported for the renderer)
+    code, _, _ = run_cli("audit", path, "--attrs", "sex", "--out", out_dir, *FAST)
+    assert code == 0 and (out_dir / "audit.json").exists()
+    assert not list(out_dir.glob(".*.tmp"))

@@ -26,7 +26,7 @@ def data():
 
 @pytest.fixture(scope="module")
 def result(data):
-    return fairscan.audit(data, attrs=["sex", "race"], intervals="none", permutations=0, min_pos=1, min_neg=1)
+    return fairscan.audit(data, attrs=["sex", "race"], intervals="none", min_pos=1, min_neg=1)
 
 
 def test_point_aucs_equal_sklearn(data, result):
@@ -43,7 +43,7 @@ def test_point_aucs_equal_sklearn(data, result):
 
 def test_ties_equal_sklearn():
     df = make_preds(500, LABELS, seed=3, ties=True)
-    d = fairscan.audit(df, attrs=["sex"], intervals="none", permutations=0).to_dict()
+    d = fairscan.audit(df, attrs=["sex"], intervals="none").to_dict()
     for lab in LABELS:
         assert d["labels"][lab]["auc"] == pytest.approx(_auc(df, lab), abs=1e-12)
         female = df["sex"] == "Female"
@@ -115,7 +115,7 @@ def test_one_class_and_tiny_subgroups_are_missing_with_a_note():
     df = make_preds(600, ("edema",), seed=2)
     black = df["race"] == "Black"
     df.loc[black, "label_edema"] = 0.0  # one class only among Black patients
-    r = fairscan.audit(df, attrs=["race"], intervals="none", permutations=0)
+    r = fairscan.audit(df, attrs=["race"], intervals="none")
     d = r.to_dict()
     g = d["labels"]["edema"]["attrs"]["race"]["groups"]["Black"]
     assert g["auc"] is None and g["note"] == "one class only"
@@ -126,7 +126,7 @@ def test_one_class_and_tiny_subgroups_are_missing_with_a_note():
     df2 = make_preds(600, ("edema",), seed=2)
     idx = df2.index[(df2["race"] == "Black") & (df2["label_edema"] == 1)][3:]
     df2.loc[idx, "label_edema"] = 0.0
-    d2 = fairscan.audit(df2, attrs=["race"], intervals="none", permutations=0, min_pos=5).to_dict()
+    d2 = fairscan.audit(df2, attrs=["race"], intervals="none", min_pos=5).to_dict()
     assert d2["labels"]["edema"]["attrs"]["race"]["groups"]["Black"]["auc"] is None
     assert "too few" in d2["labels"]["edema"]["attrs"]["race"]["groups"]["Black"]["note"]
 
@@ -134,7 +134,7 @@ def test_one_class_and_tiny_subgroups_are_missing_with_a_note():
 def test_intersectional_and_age_groups():
     df = make_preds(900, ("edema",), seed=4)
     d = fairscan.audit(
-        df, attrs=["sex+race", "age"], intervals="none", permutations=0, min_pos=1, min_neg=1
+        df, attrs=["sex+race", "age"], intervals="none", min_pos=1, min_neg=1
     ).to_dict()
     groups = d["labels"]["edema"]["attrs"]["sex+race"]["groups"]
     assert "Female+Black" in groups and "Male+White" in groups
@@ -149,7 +149,7 @@ def test_logits_are_accepted():
     df = make_preds(300, ("edema",), seed=5)
     p = df.pop("prob_edema")
     df["logit_edema"] = np.log(p / (1 - p))
-    d = fairscan.audit(df, attrs=["sex"], intervals="none", permutations=0).to_dict()
+    d = fairscan.audit(df, attrs=["sex"], intervals="none").to_dict()
     assert d["labels"]["edema"]["auc"] == pytest.approx(
         roc_auc_score(df["label_edema"], df["logit_edema"]), abs=1e-12
     )
@@ -157,7 +157,7 @@ def test_logits_are_accepted():
 
 def test_delong_intervals_cover_single_aucs():
     df = make_preds(600, ("edema",), seed=6)
-    d = fairscan.audit(df, attrs=["sex"], intervals="delong", permutations=0).to_dict()
+    d = fairscan.audit(df, attrs=["sex"], intervals="delong").to_dict()
     lo, hi = d["labels"]["edema"]["ci"]
     assert lo < d["labels"]["edema"]["auc"] < hi
     assert d["labels"]["edema"]["attrs"]["sex"]["gap_ci"] is None
@@ -166,7 +166,7 @@ def test_delong_intervals_cover_single_aucs():
 def test_threshold_metrics_from_validation():
     val = make_preds(800, ("edema",), seed=7)
     test = make_preds(800, ("edema",), seed=8)
-    d = fairscan.audit(test, attrs=["sex"], intervals="none", permutations=0, thresholds_from=val).to_dict()
+    d = fairscan.audit(test, attrs=["sex"], intervals="none", thresholds_from=val).to_dict()
     t = d["thresholds"]["values"]["edema"]
     neg = val.loc[val["label_edema"] == 0, "prob_edema"]
     assert (neg >= t).mean() == pytest.approx(0.2, abs=0.01)
@@ -186,7 +186,7 @@ def test_threshold_metrics_have_patient_bootstrap_intervals():
     patient's image is repeated (the patient is the unit), and absent without a bootstrap."""
     val = make_preds(1000, ("edema",), seed=7, images_per_patient=1)
     test = make_preds(3000, ("edema",), seed=8, images_per_patient=1)
-    kw = dict(attrs=["sex"], permutations=0, thresholds_from=val)
+    kw = dict(attrs=["sex"], thresholds_from=val)
     d = fairscan.audit(test, n_boot=400, **kw).to_dict()
     sex = d["labels"]["edema"]["attrs"]["sex"]
     for g, gd in sex["groups"].items():
@@ -242,7 +242,7 @@ def test_thresholds_from_validation_and_tuning_on_test_exclude_each_other(run_cl
 def test_thresholds_tuned_on_test_are_labelled():
     df = make_preds(400, ("edema",), seed=9)
     d = fairscan.audit(
-        df, attrs=["sex"], intervals="none", permutations=0, tune_thresholds_on_test=True
+        df, attrs=["sex"], intervals="none", tune_thresholds_on_test=True
     ).to_dict()
     assert "tuned on the audited file" in d["thresholds"]["source"]
     assert any("tuned on the audited file" in n for n in d["notes"])
@@ -250,7 +250,7 @@ def test_thresholds_tuned_on_test_are_labelled():
 
 def test_ece_matches_definition():
     df = make_preds(500, ("edema",), seed=10)
-    d = fairscan.audit(df, attrs=["sex"], intervals="none", permutations=0, ece_bins=10).to_dict()
+    d = fairscan.audit(df, attrs=["sex"], intervals="none", ece_bins=10).to_dict()
     y, p = df["label_edema"].to_numpy(), df["prob_edema"].to_numpy()
     bins = np.minimum((p * 10).astype(int), 9)
     ece = sum(abs(y[bins == b].sum() - p[bins == b].sum()) for b in range(10)) / len(y)
@@ -259,7 +259,7 @@ def test_ece_matches_definition():
 
 def test_json_schema_keys(result):
     d = result.to_dict()
-    assert d["schema"] == "fairscan.audit/1" and d["units"] == "fraction"
+    assert d["schema"] == "fairscan.audit/2" and d["units"] == "fraction"
     lab = d["labels"]["edema"]
     assert {"auc", "ci", "attrs"} <= set(lab)
     assert {"gap", "gap_ci", "worst_group", "groups"} <= set(lab["attrs"]["sex"])

@@ -39,7 +39,7 @@ def test_reference_scripts_class_target_with_metadata(run_cli, tmp_path):
     (tmp_path / "map.json").write_text(json.dumps(mapping))
     code, out, err = run_cli(
         "audit", tmp_path / "predictions.test.csv", "--mapping", tmp_path / "map.json", "--attrs", "sex", "--json",
-        "--n-boot", "20", "--permutations", "0",
+        "--n-boot", "20",
     )  # fmt: skip
     assert code == 0, err
     d = json.loads(out)

@@ -10,13 +10,13 @@ def test_audit_takes_a_preset_and_typed_options_win(run_cli, tmp_path):
     path = tmp_path / "preds.parquet"
     write_predictions(make_preds(600, ("edema",), seed=0), path)
     code, out, err = run_cli(
-        "audit", path, "--preset", "audit-paper", "--set", "audit.n_boot=30", "--permutations", "5", "--json"
+        "audit", path, "--preset", "audit-paper", "--set", "audit.n_boot=30", "--balanced-draws", "3", "--json"
     )
     assert code == 0, err
     settings = json.loads(out)["settings"]
     assert settings["balanced_test"] is True  # from the preset
     assert settings["n_boot"] == 30  # from --set
-    assert settings["permutations"] == 5  # typed on the command line
+    assert settings["balanced_draws"] == 3  # typed on the command line
 
 
 def test_set_without_preset_is_an_input_error(run_cli, tmp_path):

@@ -40,8 +40,13 @@ def test_audit_summary_numbers():
         fg = re.search(rf"FG ({NUM} \[{NUM}, {NUM}\])", head).group(1)
         assert_points(fg, s["gap"], s["gap_ci"], where=attr)
         assert f"best {s['best_group']}  worst {s['worst_group']}" in head
-        p = float(re.search(r"permutation p (\S+)", head).group(1))
+        facts = " ".join(lines[lines.index(head) + 1 : lines.index(head) + 4])
+        adjusted = re.search(rf"adjusted FG ({NUM} \[{NUM}, {NUM}\])", facts).group(1)
+        assert_points(adjusted, s["gap_adjusted"], s["gap_adjusted_ci"], where=attr)
+        p = float(re.search(r"  p (\S+)", head).group(1))
         assert p == pytest.approx(s["p_value"], rel=5e-3)
+        if s["p_value_holm"] != s["p_value"]:
+            assert f"(Holm {s['p_value_holm']:.3g})" in head
         start = lines.index(head)
         for g in s["groups"]:
             i = next(i for i in range(start, len(lines)) if lines[i].startswith(f"{g} "))
@@ -68,8 +73,10 @@ def test_audit_label_table_numbers():
         assert_count(pos, e["n_pos"])
         expected = [(e["auc"], e["ci"])] + [(a["groups"][g]["auc"], a["groups"][g]["ci"]) for g in groups]
         expected.append((a["gap"], a["gap_ci"]))
-        for shown, ci, (value, want_ci) in zip(rest, cis, expected, strict=True):
+        shown_values, q = rest[: len(expected)], rest[len(expected)]
+        for shown, ci, (value, want_ci) in zip(shown_values, cis, expected, strict=True):
             assert_points(f"{shown} {ci}", value, want_ci, where=lab)
+        assert float(q) == pytest.approx(a["q_value"], rel=5e-3)  # the gap test's BH q-value
         assert lines[i].rstrip().endswith(a["worst_group"])
 
 
@@ -85,7 +92,7 @@ def test_nothing_is_cut(width, balanced, narrow):
     assert max(len(line) for line in out.splitlines()) <= width
     for lab in d["labels"]:
         assert name(lab).split()[-1] in out
-    assert (NARROW_NOTE.split(":")[0] in out) == narrow
+    assert (NARROW_NOTE.split(":")[0] in " ".join(out.split())) == narrow
     assert "AUC points" in out
 
 
@@ -162,6 +169,8 @@ def test_comparison_rows_and_marks():
         ):
             assert_points(f"{shown} {ci}", value, want)
             assert shown.endswith("*") == (want[0] > 0 or want[1] < 0)
+        holm = [p["mean_auc_diff_p_holm"]] + [p["gap_diff_p_holm"][a] for a in attrs]
+        assert re.findall(r"p (\S+)", lines[i + 2]) == [f"{h:.3g}" for h in holm]
 
 
 def test_comparison_gate():
@@ -183,7 +192,7 @@ def test_render_picks_by_schema_and_rejects_others():
     with pytest.raises(InputError, match="schema"):
         _text(render_audit, make_comparison())
     with pytest.raises(InputError, match="schema"):
-        _text(render, {"schema": "fairscan.audit/2"})
+        _text(render, {"schema": "fairscan.audit/0"})
 
 
 def test_minimal_audit_renders():

@@ -37,31 +37,6 @@ def _split_inputs(preds: list[str]) -> tuple[list[str], list[str] | None]:
     return paths, None
 
 
-def _gate(d: dict, max_gap: float | None, min_auc: float | None) -> list[str]:
-    """Reasons the gate fails for one audit dict (empty when it passes)."""
-    reasons = []
-    name = d.get("model", "model")
-    if min_auc is not None:
-        mean = d["summary"]["mean_auc"]
-        if mean is None or mean < min_auc:
-            reasons.append(f"{name}: mean AUC {_pts(mean)} is below --min-auc {_pts(min_auc)}")
-    if max_gap is not None:
-        for attr, sd in d["summary"]["attrs"].items():
-            gap = sd.get("gap")
-            if gap is None:
-                reasons.append(f"{name}: no {attr} gap could be computed (see the notes)")
-            elif gap > max_gap:
-                reasons.append(
-                    f"{name}: {attr} gap {_pts(gap)} exceeds --max-gap {_pts(max_gap)} "
-                    f"({sd.get('worst_group')} vs {sd.get('best_group')})"
-                )
-    return reasons
-
-
-def _pts(x: float | None) -> str:
-    return "n/a" if x is None else f"{100 * x:.2f} points"
-
-
 def audit(
     ctx: typer.Context,
     preds: Annotated[
@@ -87,8 +62,14 @@ def audit(
         str,
         typer.Option(help="patient, or image (only when patient_id is unknown; intervals get too narrow)."),
     ] = "patient",
-    permutations: Annotated[int, typer.Option(help="Permutations for the gaps' p-values (0 = off).")] = 1000,
-    seed: Annotated[int, typer.Option(help="Seed of the bootstrap, balancing and permutations.")] = 0,
+    balanced_draws: Annotated[
+        int,
+        typer.Option("--balanced-draws", help="With --balanced-test: average the subgroup AUCs over K draws."),
+    ] = 1,
+    permutations: Annotated[
+        int, typer.Option(hidden=True, help="Deprecated: ignored (the gap test uses the bootstrap).")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the bootstrap and the balanced draws.")] = 0,
     min_count: Annotated[
         int, typer.Option("--min-count", help="Fewest positives and negatives a subgroup needs for an AUC.")
     ] = 10,
@@ -147,15 +128,17 @@ def audit(
         n_boot=n_boot,
         ci_level=ci,
         resample=resample,
-        permutations=permutations,
         seed=seed,
         balanced_test=balanced_test,
+        balanced_draws=balanced_draws,
         min_pos=min_count,
         min_neg=min_count,
         age_bins=_floats(age_bins, "--age-bins"),
         target_fpr=target_fpr,
         tune_thresholds_on_test=tune_on_test,
     )
+    if permutations is not None:
+        settings["permutations"] = permutations
     if attrs:
         settings["attrs"] = attrs
     if labels:
@@ -197,8 +180,6 @@ def audit(
                 name=(names or [None])[0],
                 progress=progress,
             )
-            d = result.to_dict()
-            audits = [d]
         else:
             from fairscan.fairness.compare import compare
 
@@ -210,15 +191,10 @@ def audit(
                 thresholds_from=thresholds,
                 progress=progress,
             )
-            d = result.to_dict()
-            audits = list(d["models"].values())
 
-    reasons = [r for a in audits for r in _gate(a, max_gap, min_auc)]
-    if max_gap is not None or min_auc is not None:
-        gate = {"max_gap": max_gap, "min_auc": min_auc, "passed": not reasons, "reasons": reasons}
-        d["gate"] = gate
-        for a in audits:
-            a["gate"] = gate
+    gate = result.check(max_gap=max_gap, min_auc=min_auc) if max_gap is not None or min_auc is not None else None
+    d = result.to_dict()
+    audits = list(d["models"].values()) if "models" in d else [d]
     if json_out:  # the console report lists the notes itself; with --json they go to stderr
         import json
 
@@ -236,7 +212,8 @@ def audit(
 
         written = write_report(d, out)
         info("wrote " + ", ".join(str(p) for p in written.values()))
-    if reasons:
+    if gate is not None and not gate["passed"]:
+        reasons = gate["reasons"]
         raise GateFailed(reasons[0] + (f" (and {len(reasons) - 1} more)" if len(reasons) > 1 else ""))
 
 
@@ -256,6 +233,11 @@ def _floats(text: str, flag: str) -> list[float]:
     return values
 
 
+# The audit settings whose command-line flag is not the setting's name with dashes.
+FLAGS = {"ci_level": "--ci", "min_pos": "--min-count", "min_neg": "--min-count",
+         "tune_thresholds_on_test": "--tune-thresholds-on-test"}  # fmt: skip
+
+
 def _config(cls, settings: dict):
     from pydantic import ValidationError
 
@@ -263,7 +245,8 @@ def _config(cls, settings: dict):
         return cls(**settings)
     except ValidationError as exc:
         first = exc.errors()[0]
-        option = "--" + str(first["loc"][0]).replace("_", "-")
+        name = str(first["loc"][0])
+        option = FLAGS.get(name, "--" + name.replace("_", "-"))
         raise InputError(f"{option}: {first['msg']}") from exc
 
 

@@ -1,15 +1,19 @@
 """The fairness audit: computed once, read many ways (as fairlearn's MetricFrame).
 
-``audit(preds, attrs=[...])`` returns an :class:`AuditResult`. Every AUC (overall and per subgroup) comes
-from one sweep of score-sorted rows per label (``kernels.segment_aucs``); the same sweep runs for the point
-estimate (unit weights) and for every patient-bootstrap replicate (count weights), and one function
-(:func:`_derive`) turns a vector of segment AUCs into gaps, deltas and means, for the point estimate and for
-each replicate alike. Intervals are percentiles over replicates.
+``audit(preds, attrs=[...])`` returns an :class:`AuditResult`. The computation is split as fairlearn splits
+``MetricFrame`` (group features, disaggregated results, bootstrap), one module per step:
 
-Terms (METHOD section 5): the per-label *gap* of an attribute is the best minus the worst subgroup AUC; the
-headline *FG* is the gap of the subgroups' mean AUCs over labels, using only labels with an AUC in every
-subgroup. *delta_vs_group_mean* compares a subgroup with the mean over subgroups (Fig. 3),
-*delta_vs_population* with the whole population's AUC (Figs. 5 and 6). All values are fractions.
+- ``groups``: each attribute's subgroup per image; patients and their bootstrap strata;
+- ``kernels``: one sweep of score-sorted rows per label gives the AUC of every segment (the whole
+  population and each subgroup), for unit weights (the point estimate) and for every patient-bootstrap
+  replicate (count weights); balanced test sets are drawn inside the kernel, a fresh draw per replicate;
+- ``estimates``: segment AUCs -> gaps, deltas, means, pairwise differences, one function for the point
+  estimate, the replicates and the values the replicates are centred on;
+- ``stats``: replicates -> intervals, the gap test, the bias-adjusted gap (one place, one rule each);
+- ``thresholds``: TPR/FPR/FNR, equalized odds and ECE.
+
+This module runs them in order and lays the result out as the JSON of ``docs/audit-json.md``; the result
+owns the CI gate (:meth:`AuditResult.check`). All values are fractions.
 """
 
 from __future__ import annotations
@@ -23,21 +27,30 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from fairscan import __version__
 from fairscan.errors import InputError
-from fairscan.fairness import kernels
-from fairscan.fairness.resample import (
-    BALANCE_STREAM,
-    balanced_rows,
-    bootstrap_counts,
-    permuted_codes,
-    rng_for,
-)
+from fairscan.fairness import curves, estimates, kernels, stats, thresholds
+from fairscan.fairness.groups import INTERSECT, Attribute, build_attributes, units
+from fairscan.fairness.multitest import adjust
+from fairscan.fairness.resample import BalanceCells, balance_cells, bootstrap_counts, image_keys
 from fairscan.io import TABLE_SUFFIXES
-from fairscan.schema import AUDIT_SCHEMA, RACES, SEXES, Predictions, read_predictions
+from fairscan.schema import AUDIT_SCHEMA, Predictions, read_predictions
 
 if TYPE_CHECKING:
     import pandas as pd
 
-INTERSECT = "+"  # "sex+race" audits the intersectional groups of sex and race
+__all__ = ["INTERSECT", "AuditConfig", "AuditResult", "audit", "gate_reasons"]
+
+GAP_TEST = (
+    "H0: every subgroup has the same (mean) AUC. Patient bootstrap centred under H0: p = (1 + #{range of the "
+    "replicates' deviations from the subgroup AUCs >= FG}) / (B + 1). Each image keeps its own group."
+)
+ADJUSTED_GAP = (
+    "FG minus the bootstrap's estimate of its upward bias (best minus worst is positive even with no real "
+    "difference), floored at 0; its interval [max(0, FG - q), FG + q] contains 0 exactly when p >= 1 - level."
+)
+MULTIPLICITY = (
+    "p_value_holm: Holm over the audit's attributes; q_value: Benjamini-Hochberg over each attribute's "
+    "per-label gap tests."
+)
 
 
 class AuditConfig(BaseModel):
@@ -53,13 +66,15 @@ class AuditConfig(BaseModel):
     resample: Literal["patient", "image"] = "patient"
     seed: int = 0
     balanced_test: bool = False
-    permutations: int = Field(1000, ge=0)
+    balanced_draws: int = Field(1, ge=1, le=1000)
     min_pos: int = Field(10, ge=1)
     min_neg: int = Field(10, ge=1)
     age_bins: list[float] = Field(default_factory=lambda: [40.0, 60.0, 80.0])
     target_fpr: float = Field(0.2, gt=0, lt=1)
     tune_thresholds_on_test: bool = False
     ece_bins: int = Field(10, ge=2)
+    # fairscan 0.1's permutation test (it tested exchangeable groups, not equal AUCs); accepted, ignored
+    permutations: int | None = Field(None, exclude=True)
 
     @field_validator("attrs")
     @classmethod
@@ -69,153 +84,10 @@ class AuditConfig(BaseModel):
         return v
 
 
-# ----------------------------------------------------------------------------------------------- groups
-
-
-@dataclass
-class _Attr:
-    name: str
-    groups: list[str]
-    codes: np.ndarray  # per row: group index or -1 (missing)
-    offset: int = 0  # first segment of this attribute
-    varies_within_patient: bool = False
-
-
-def _group_order(values: list[str]) -> list[str]:
-    for canon in (SEXES, RACES):
-        if set(values) <= set(canon):
-            return [g for g in canon if g in values]
-    return sorted(values)
-
-
-def _bin_ages(age: np.ndarray, edges: list[float]) -> tuple[np.ndarray, list[str]]:
-    edges = sorted(edges)
-    names = [f"<{edges[0]:g}"] + [f"{a:g}-{b:g}" for a, b in zip(edges, edges[1:])] + [f">={edges[-1]:g}"]
-    codes = np.where(np.isnan(age), -1, np.searchsorted(edges, age, side="right"))
-    return codes.astype(np.int32), names
-
-
-def _attribute(
-    frame: pd.DataFrame, name: str, age_bins: list[float], source: str
-) -> tuple[np.ndarray, list[str]]:
-    """Group codes (-1 = missing) and group names of one plain attribute column."""
-    import pandas as pd
-
-    if name not in frame.columns:
-        cols = [c for c in frame.columns if not c.startswith(("label_", "prob_", "logit_"))]
-        raise InputError(
-            f"{source}: unknown attribute {name!r}",
-            hint=f"attribute columns in this file: {', '.join(cols) or '(none)'}",
-        )
-    col = frame[name]
-    if pd.api.types.is_numeric_dtype(col) and col.nunique() > 12:
-        return _bin_ages(col.to_numpy(dtype="float64"), age_bins)
-    text = col.astype("string")
-    present = sorted(set(text.dropna()) - {""})
-    if not present:
-        raise InputError(f"{source}: attribute {name!r} has no values")
-    order = _group_order(present)
-    lookup = {g: i for i, g in enumerate(order)}
-    codes = np.array([lookup.get(v, -1) if isinstance(v, str) else -1 for v in text.tolist()], dtype=np.int32)
-    return codes, order
-
-
-def _build_attrs(frame: pd.DataFrame, names: list[str], age_bins: list[float], source: str) -> list[_Attr]:
-    attrs: list[_Attr] = []
-    for name in names:
-        parts = name.split(INTERSECT)
-        coded = [_attribute(frame, p.strip(), age_bins, source) for p in parts]
-        if len(coded) == 1:
-            codes, groups = coded[0]
-        else:  # intersectional: every combination that occurs, in the parts' orders
-            combos = np.stack([c for c, _ in coded], axis=1)
-            missing = (combos < 0).any(axis=1)
-            seen = sorted({tuple(r) for r in combos[~missing].tolist()})
-            lookup = {k: i for i, k in enumerate(seen)}
-            codes = np.array(
-                [-1 if m else lookup[tuple(r)] for r, m in zip(combos.tolist(), missing)], np.int32
-            )
-            groups = [INTERSECT.join(coded[j][1][k] for j, k in enumerate(key)) for key in seen]
-        attrs.append(_Attr(name=name, groups=groups, codes=codes))
-    offset = 1  # segment 0 is the whole population
-    for a in attrs:
-        a.offset = offset
-        offset += len(a.groups)
-    return attrs
-
-
-@dataclass
-class _Rows:
-    """One label's audited rows (those with a label), sorted by score, with their segment memberships."""
-
-    scores: np.ndarray
-    y: np.ndarray  # int8 0/1
-    pat: np.ndarray  # resampling unit (patient or image) per row
-    seg: np.ndarray  # (rows, 1 + attributes): segment ids; n_seg = none
-    tied: np.ndarray
-    order: np.ndarray  # row positions in the predictions table
-    balanced: dict[str, dict[str, int]]
-
-
-# ------------------------------------------------------------------------------------------- derivation
-
-
-def _nan_gap(x: np.ndarray) -> np.ndarray:
-    """max - min over the last axis; NaN if any entry is NaN (a replicate that lost a subgroup)."""
-    return x.max(axis=-1) - x.min(axis=-1)
-
-
-def _derive(aucs: np.ndarray, attrs: list[_Attr], valid: dict[str, np.ndarray]) -> dict[str, Any]:
-    """Per-label statistics from segment AUCs of shape (R, segments); R = 1 for the point estimate.
-
-    ``valid[attr]`` masks the groups that have an AUC in the point estimate; the others are left out of
-    gaps and means everywhere so that replicates and point estimate describe the same quantity.
-    """
-    out: dict[str, Any] = {"overall": aucs[:, 0], "attrs": {}}
-    for a in attrs:
-        g = aucs[:, a.offset : a.offset + len(a.groups)]
-        keep = valid[a.name]
-        kept = g[:, keep]
-        if keep.sum() >= 2:
-            gap = _nan_gap(kept)
-            mean = kept.mean(axis=1)
-        else:
-            gap = np.full(len(g), np.nan)
-            mean = kept.mean(axis=1) if keep.any() else np.full(len(g), np.nan)
-        masked = np.where(keep[None, :], g, np.nan)
-        out["attrs"][a.name] = {
-            "groups": masked,
-            "gap": gap,
-            "delta_vs_group_mean": masked - mean[:, None],
-            "delta_vs_population": masked - aucs[:, :1],
-        }
-    return out
-
-
-def _summarise(
-    per_label: dict[str, dict], labels: list[str], attrs: list[_Attr], used: dict
-) -> dict[str, Any]:
-    """Summary statistics across labels, from per-label derivations (point or replicates alike)."""
-    overall = np.stack([per_label[lab]["overall"] for lab in labels], axis=-1)
-    out: dict[str, Any] = {"mean_auc": overall.mean(axis=-1), "attrs": {}}
-    for a in attrs:
-        labs = used[a.name]
-        if not labs:
-            continue
-        g = np.stack([per_label[lab]["attrs"][a.name]["groups"] for lab in labs], axis=-1)  # (R, G, L)
-        # Labels used have an AUC in every subgroup, so a NaN here is a replicate that lost a class.
-        group_mean = g.mean(axis=-1)
-        pop_mean = np.stack([per_label[lab]["overall"] for lab in labs], axis=-1).mean(axis=-1)
-        label_gaps = np.stack([per_label[lab]["attrs"][a.name]["gap"] for lab in labs], axis=-1)
-        out["attrs"][a.name] = {
-            "group_mean_auc": group_mean,
-            "gap": _nan_gap(group_mean) if group_mean.shape[1] >= 2 else np.full(len(group_mean), np.nan),
-            "delta_vs_group_mean": group_mean - group_mean.mean(axis=1, keepdims=True),
-            "delta_vs_population": group_mean - pop_mean[:, None],
-            "mean_label_gap": label_gaps.mean(axis=-1),
-            "max_label_gap": label_gaps.max(axis=-1),
-        }
-    return out
+PERMUTATIONS_GONE = (
+    "the permutation test is gone (--permutations / permutations: ignored): it tested whether groups are "
+    "exchangeable, which unequal prevalence alone rejects; p-values now come from the bootstrap (--n-boot)"
+)
 
 
 # ----------------------------------------------------------------------------------------------- result
@@ -223,7 +95,7 @@ def _summarise(
 
 @dataclass
 class AuditResult:
-    """An audit computed once. Read it as a dict (:meth:`to_dict`, the JSON schema ``fairscan.audit/1``),
+    """An audit computed once. Read it as a dict (:meth:`to_dict`, the JSON schema ``fairscan.audit/2``),
     as tables (:meth:`by_group`, :meth:`by_label`), or through :attr:`summary`."""
 
     name: str
@@ -237,6 +109,7 @@ class AuditResult:
     notes: list[str]
     _dict: dict[str, Any]
     replicates: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    centres: dict[str, float] = field(default_factory=dict, repr=False)
     provenance: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -256,6 +129,20 @@ class AuditResult:
         """Headline FG of an attribute (fraction)."""
         return self._dict["summary"]["attrs"].get(attr, {}).get("gap")
 
+    def check(self, *, max_gap: float | None = None, min_auc: float | None = None) -> dict[str, Any]:
+        """The CI gate: fails when a headline gap exceeds ``max_gap`` or the mean AUC is below ``min_auc``
+        (fractions). Records and returns ``{"max_gap", "min_auc", "passed", "reasons"}``."""
+        reasons = gate_reasons(self._dict, max_gap, min_auc)
+        gate = {"max_gap": max_gap, "min_auc": min_auc, "passed": not reasons, "reasons": reasons}
+        self._dict["gate"] = gate
+        return gate
+
+    def _repr_html_(self) -> str:
+        """How a notebook shows the result: its summary cards and tables (``fairscan.report.html``)."""
+        from fairscan.report.html import audit_fragment
+
+        return audit_fragment(self._dict)
+
     def by_label(self) -> pd.DataFrame:
         import pandas as pd
 
@@ -265,6 +152,7 @@ class AuditResult:
             for attr, ad in d["attrs"].items():
                 row[f"gap_{attr}"] = ad["gap"]
                 row[f"worst_{attr}"] = ad["worst_group"]
+                row[f"p_{attr}"] = ad["p_value"]
             rows.append(row)
         return pd.DataFrame(rows)
 
@@ -277,22 +165,42 @@ class AuditResult:
                 for g, gd in ad["groups"].items():
                     rows.append(
                         {
-                            "label": lab,
-                            "attr": attr,
-                            "group": g,
-                            "n": gd["n"],
-                            "n_pos": gd["n_pos"],
-                            "auc": gd["auc"],
-                            **_ci_cols(gd["ci"]),
+                            "label": lab, "attr": attr, "group": g, "n": gd["n"], "n_pos": gd["n_pos"],
+                            "auc": gd["auc"], **_ci_cols(gd["ci"]),
                             "delta_vs_group_mean": gd["delta_vs_group_mean"],
                             "delta_vs_population": gd["delta_vs_population"],
                         }
-                    )
+                    )  # fmt: skip
         return pd.DataFrame(rows)
 
 
 def _ci_cols(ci) -> dict[str, float | None]:
     return {"ci_low": ci[0] if ci else None, "ci_high": ci[1] if ci else None}
+
+
+def gate_reasons(d: dict, max_gap: float | None, min_auc: float | None) -> list[str]:
+    """Reasons the gate fails for one audit dict (empty when it passes)."""
+    reasons = []
+    name = d.get("model", "model")
+    if min_auc is not None:
+        mean = d["summary"]["mean_auc"]
+        if mean is None or mean < min_auc:
+            reasons.append(f"{name}: mean AUC {_pts(mean)} is below --min-auc {_pts(min_auc)}")
+    if max_gap is not None:
+        for attr, sd in d["summary"]["attrs"].items():
+            gap = sd.get("gap")
+            if gap is None:
+                reasons.append(f"{name}: no {attr} gap: {sd.get('why_no_gap') or 'see the notes'}")
+            elif gap > max_gap:
+                reasons.append(
+                    f"{name}: {attr} gap {_pts(gap)} exceeds --max-gap {_pts(max_gap)} "
+                    f"({sd.get('worst_group')} vs {sd.get('best_group')})"
+                )
+    return reasons
+
+
+def _pts(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.2f} points"
 
 
 # ------------------------------------------------------------------------------------------------ audit
@@ -313,15 +221,17 @@ def audit(
     ``attrs`` and keyword ``settings`` override ``config`` (see :class:`AuditConfig`). ``thresholds_from``
     takes validation predictions for the threshold metrics (TPR/FPR/FNR at ``target_fpr``).
     """
-    cfg = _resolve_config(config, attrs, settings)
-    p = _as_predictions(preds)
+    cfg = resolve_config(config, attrs, settings)
+    p = as_predictions(preds)
     return _Auditor(p, cfg, thresholds_from, name, progress).run()
 
 
-def _resolve_config(config: AuditConfig | None, attrs, settings) -> AuditConfig:
+def resolve_config(config: AuditConfig | None, attrs, settings) -> AuditConfig:
     from pydantic import ValidationError
 
     base = (config or AuditConfig()).model_dump()
+    if config is not None and config.permutations is not None:
+        base["permutations"] = config.permutations
     if attrs is not None:
         base["attrs"] = list(attrs)
     base.update(settings)
@@ -333,7 +243,7 @@ def _resolve_config(config: AuditConfig | None, attrs, settings) -> AuditConfig:
         raise InputError(f"audit setting {where}: {first['msg']}") from exc
 
 
-def _as_predictions(obj) -> Predictions:
+def as_predictions(obj) -> Predictions:
     import pandas as pd
 
     from fairscan.schema import validate_predictions
@@ -345,21 +255,57 @@ def _as_predictions(obj) -> Predictions:
     return read_predictions(obj)
 
 
+def stem(source: str) -> str:
+    """A model's name from its file: ``runs/mae/test.parquet`` -> ``test``."""
+    name = os.path.basename(str(source))
+    for suffix in TABLE_SUFFIXES:
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name or "predictions"
+
+
+@dataclass
+class _Label:
+    """One label's audited rows (those with a label), sorted by score, with their full-set segments."""
+
+    scores: np.ndarray
+    y: np.ndarray  # int8 0/1
+    unit: np.ndarray  # resampling unit (patient or image) per row
+    seg: np.ndarray  # (rows, 1 + attributes): segment ids; n_seg = none
+    tied: np.ndarray
+    order: np.ndarray  # row positions in the predictions table
+    cells: BalanceCells | None = None
+    seg_all: np.ndarray | None = None  # with balanced draws: the full-set and every draw's segment columns
+
+
+def _num(x) -> float | None:
+    x = float(x)
+    return None if np.isnan(x) else x
+
+
 class _Auditor:
     """The audit's computation, step by step; ``run`` returns the AuditResult."""
 
     def __init__(self, preds: Predictions, cfg: AuditConfig, thresholds_from, name, progress):
-        self.p, self.cfg, self.progress = preds, cfg, progress
-        self.notes: list[str] = []
-        self.name = name or _stem(preds.source)
-        frame = preds.frame
-        self.labels = self._select_labels()
-        self.attrs = _build_attrs(frame, cfg.attrs, cfg.age_bins, preds.source)
-        self.n_seg = 1 + sum(len(a.groups) for a in self.attrs)
-        self._patients()
         if thresholds_from is not None and cfg.tune_thresholds_on_test:
             raise InputError("--thresholds-from and --tune-thresholds-on-test exclude each other")
-        self.thr_source = thresholds_from
+        if cfg.balanced_test and cfg.intervals == "delong" and cfg.balanced_draws > 1:
+            raise InputError(
+                "DeLong intervals cover one balanced draw, not an average of several",
+                hint="use --intervals bootstrap with --balanced-draws, or --balanced-draws 1",
+            )
+        self.p, self.cfg, self.progress, self.thr_source = preds, cfg, progress, thresholds_from
+        self.notes: list[str] = list(preds.notes)
+        if cfg.permutations is not None:
+            self.notes.append(PERMUTATIONS_GONE)
+        self.name = name or stem(preds.source)
+        self.labels = self._select_labels()
+        self.attrs = build_attributes(preds.frame, cfg.attrs, cfg.age_bins, preds.source)
+        self.n_seg = 1 + sum(len(a.groups) for a in self.attrs)
+        self.units = self._units()
+        self.level = cfg.ci_level
+        self.min_count = stats.boot_min_count(cfg.n_boot)
+        self._note_groups()
 
     # -- set-up
 
@@ -374,135 +320,160 @@ class _Auditor:
             )
         return list(self.cfg.labels)
 
-    def _patients(self) -> None:
-        import pandas as pd
-
-        frame = self.p.frame
-        needs_patients = self.cfg.intervals == "bootstrap" or self.cfg.permutations > 0
-        if self.p.has_patients:
-            self.pat, uniq = pd.factorize(frame["patient_id"], sort=True)
-            self.n_patients = len(uniq)
-        elif needs_patients and self.cfg.resample != "image":
+    def _units(self):
+        cfg, frame = self.cfg, self.p.frame
+        by_image = cfg.resample == "image" or not self.p.has_patients
+        if not self.p.has_patients and cfg.intervals == "bootstrap" and cfg.resample != "image":
             raise InputError(
                 f"{self.p.source}: no patient_id column (or it has blanks); intervals resample patients",
                 hint="add patient_id, or pass --resample image to resample images instead (intervals then "
-                "ignore that one patient's images are correlated), or --intervals none --permutations 0",
+                "ignore that one patient's images are correlated), or --intervals none",
             )
-        else:
-            self.pat, self.n_patients = np.arange(len(frame)), None
-        if self.cfg.resample == "image":
-            if self.p.has_patients:
-                self.notes.append("resampling images, not patients, as asked (--resample image)")
-            else:
-                self.notes.append("no patient_id: intervals resample images, not patients (--resample image)")
-            self.pat = np.arange(len(frame))
-        self.pat = np.asarray(self.pat, dtype=np.int32)
-        n_units = int(self.pat.max()) + 1 if len(self.pat) else 0
-        # A patient's group is its first image's group; strata are the combinations over attributes.
-        first = np.full(n_units, -1, dtype=np.int64)
-        first[self.pat[::-1]] = np.arange(len(self.pat))[::-1]
-        self.patient_codes = {}
+        if cfg.resample == "image":
+            self.notes.append(
+                "resampling images, not patients, as asked (--resample image)"
+                if self.p.has_patients
+                else "no patient_id: intervals resample images, not patients (--resample image)"
+            )
+        ids = frame["patient_id"] if self.p.has_patients else None
+        return units(ids, self.attrs, by_image=by_image)
+
+    def _note_groups(self) -> None:
         for a in self.attrs:
-            pc = a.codes[first]
-            a.varies_within_patient = bool((pc[self.pat] != a.codes).any())
-            self.patient_codes[a.name] = pc.astype(np.int32)
-        strata = np.zeros(n_units, dtype=np.int64)
-        for a in self.attrs:
-            if INTERSECT not in a.name:
-                strata = strata * (len(a.groups) + 1) + (self.patient_codes[a.name] + 1)
-        self.strata = strata
-        self.n_units = n_units
+            missing = a.codes < 0
+            if missing.any():
+                n_pat = len(np.unique(self.units.of_row[missing])) if self.p.has_patients else None
+                who = f" ({n_pat} patient(s))" if n_pat is not None and self.units.n_patients else ""
+                self.notes.append(
+                    f"{a.name}: {int(missing.sum())} image(s){who} have no value and are in no {a.name} "
+                    f"subgroup (they count in the overall AUCs)"
+                )
+            if len(a.groups) == 1:
+                self.notes.append(f"{a.name}: one group only ({a.groups[0]}) in this file, so there is no gap")
+            if a.patients_varying:
+                self.notes.append(
+                    f"{a.name}: {a.patients_varying} patient(s) have images in more than one {a.name} group (or "
+                    f"without one); each image counts in its own group and the bootstrap resamples whole patients"
+                )
 
     # -- per label
 
-    def _label_data(self, lab: str) -> _Rows:
-        """Rows with a label, sorted by score, and their segment membership."""
-        y_all, p_all = self.p.y(lab), self.p.p(lab)
+    def _label(self, lab: str) -> _Label:
+        """Rows with a label, sorted by the ranking score (logits when given), and their segments."""
+        y_all, s_all = self.p.y(lab), self.p.score(lab)
         rows = np.flatnonzero(~np.isnan(y_all))
-        order = rows[np.argsort(p_all[rows], kind="mergesort")]
-        y = y_all[order].astype(np.int8)
+        order = rows[np.argsort(s_all[rows], kind="mergesort")]
         seg = np.full((len(order), 1 + len(self.attrs)), -1, dtype=np.int32)
         seg[:, 0] = 0
-        balanced = {}
         for j, a in enumerate(self.attrs, start=1):
             codes = a.codes[order]
-            member = codes >= 0
-            if self.cfg.balanced_test:
-                rng = rng_for(self.cfg.seed, BALANCE_STREAM, self.labels.index(lab), j)
-                member = balanced_rows(y, codes, len(a.groups), rng)
-                n_per = int(member.sum()) // max(len(a.groups), 1)
-                balanced[a.name] = {
-                    "n_per_group": n_per,
-                    "n_pos_per_group": int((member & (y == 1)).sum()) // max(len(a.groups), 1),
-                }
-            seg[member, j] = a.offset + codes[member]
-        scores = p_all[order].astype(np.float64)
-        seg = kernels.segments(seg, self.n_seg)
-        return _Rows(scores, y, self.pat[order], seg, kernels.ties(scores), order, balanced)
+            seg[codes >= 0, j] = a.offset + codes[codes >= 0]
+        scores = s_all[order].astype(np.float64)
+        unit = self.units.of_row[order]
+        return _Label(scores, y_all[order].astype(np.int8), unit, kernels.segments(seg, self.n_seg),
+                      kernels.ties(scores), order)  # fmt: skip
 
-    def _counts(self, y: np.ndarray, seg: np.ndarray):
-        n = np.bincount(seg.ravel(), minlength=self.n_seg + 1)[: self.n_seg]
-        pos = np.bincount(seg[y == 1].ravel(), minlength=self.n_seg + 1)[: self.n_seg]
+    def _counts(self, r: _Label):
+        n = np.bincount(r.seg.ravel(), minlength=self.n_seg + 1)[: self.n_seg]
+        pos = np.bincount(r.seg[r.y == 1].ravel(), minlength=self.n_seg + 1)[: self.n_seg]
         return n, pos
+
+    def _cells(self, lab: str, r: _Label, valid: dict[str, np.ndarray], keys: np.ndarray) -> BalanceCells:
+        columns = [
+            (a.name, np.where(r.seg[:, j] < self.n_seg, r.seg[:, j] - a.offset, -1), a.groups, valid[a.name],
+             a.offset)
+            for j, a in enumerate(self.attrs, start=1)
+        ]  # fmt: skip
+        return balance_cells(r.y, r.unit, keys[r.order], columns, seed=self.cfg.seed, label=lab)
+
+    def _balanced(self, r: _Label, weights: np.ndarray, replicates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Full-set segment AUCs (replicates, segments) and balanced-draw ones (replicates, draws, segments) of
+        bootstrap replicates, from one sweep per replicate."""
+        k = self.cfg.balanced_draws
+        out = kernels.balanced_segment_aucs(r.y, r.unit, r.seg_all, r.tied, r.cells.arrays, k, self.n_seg, weights,
+                                            replicates)  # fmt: skip
+        return out[:, : self.n_seg], out[:, self.n_seg :].reshape(len(weights), k, self.n_seg)
+
+    def _balanced_point(self, r: _Label) -> np.ndarray:
+        """The point estimate's balanced-draw segment AUCs, (draws, segments)."""
+        k = self.cfg.balanced_draws
+        out = kernels.counted_segment_aucs(r.y, r.unit, r.seg_all, r.tied, (1 + k) * self.n_seg,
+                                           np.ones(self.units.count), r.cells.point_counts(k))  # fmt: skip
+        return out[self.n_seg :].reshape(k, self.n_seg)
+
+    @staticmethod
+    def _reported(full: np.ndarray, balanced: np.ndarray | None) -> np.ndarray:
+        """The AUCs the audit reports: the whole population's from the full set, the subgroups' from the
+        balanced draws (averaged) when balancing."""
+        if balanced is None:
+            return full
+        out = full.copy()
+        out[:, 1:] = balanced[:, 1:]
+        return out
 
     # -- main
 
     def run(self) -> AuditResult:
         cfg = self.cfg
-        data = {lab: self._label_data(lab) for lab in self.labels}
-        point, counts, valid_seg = {}, {}, {}
-        ones = np.ones((1, self.n_units))
+        data = {lab: self._label(lab) for lab in self.labels}
+        ones = np.ones((1, self.units.count))
+        full, counts, valid_seg = {}, {}, {}
         for lab, r in data.items():
-            point[lab] = kernels.segment_aucs(r.y, r.pat, r.seg, r.tied, self.n_seg, ones)[0]
-            n, pos = self._counts(r.y, r.seg)
-            counts[lab] = (n, pos)
+            n, pos = self._counts(r)
             ok = (pos >= cfg.min_pos) & (n - pos >= cfg.min_neg)
             ok[0] = pos[0] > 0 and n[0] - pos[0] > 0
             valid_seg[lab] = ok
-            point[lab] = np.where(ok, point[lab], np.nan)
+            aucs = kernels.segment_aucs(r.y, r.unit, r.seg, r.tied, self.n_seg, ones)
+            full[lab] = np.where(ok, aucs, np.nan)
+            counts[lab] = (n, pos)
         self._note_small_groups(counts, valid_seg)
-        valid = self._valid_groups(valid_seg)
-        per_label_point = {lab: _derive(point[lab][None, :], self.attrs, valid[lab]) for lab in self.labels}
+        valid = {lab: {a.name: valid_seg[lab][list(a.segments)] for a in self.attrs} for lab in self.labels}
+        draws = {}
+        if cfg.balanced_test:
+            keys = image_keys(self.p.frame["image_id"].tolist())
+            for lab, r in data.items():
+                r.cells = self._cells(lab, r, valid[lab], keys)
+                r.seg_all = r.cells.segments(r.seg, self.n_seg, cfg.balanced_draws)
+                per_draw = self._balanced_point(r)  # (draws, segments)
+                draws[lab] = np.where(valid_seg[lab], per_draw, np.nan)
+                counts[lab] = self._balanced_counts(r, counts[lab])
+        point = {lab: self._reported(full[lab], draws[lab].mean(axis=0, keepdims=True) if draws else None)
+                 for lab in self.labels}  # fmt: skip
         used = self._labels_used(valid)
-        summary_point = _summarise(per_label_point, self._labels_with_auc(point), self.attrs, used)
+        with_auc = self._labels_with_auc(point)
+        tree = _Trees(self.attrs, valid, used, with_auc)
+        point_tree = tree(point)
+        centre_tree = tree(full) if draws else None
+        draw_tree = tree({lab: self._reported(np.repeat(full[lab], len(d), axis=0), d) for lab, d in draws.items()}) \
+            if draws and cfg.balanced_draws > 1 else None  # fmt: skip
 
-        thresholds = self._thresholds(data)
-        rate_units = {lab: self._rate_units(r, thresholds["values"].get(lab)) for lab, r in data.items()
-                      if thresholds and thresholds["values"].get(lab) is not None}  # fmt: skip
-        boot, rate_boot = (None, {})
+        thr = self._thresholds()
+        rate_units = {lab: self._rate_units(r, thr["raw"][lab]) for lab, r in data.items()
+                      if thr and thr["raw"].get(lab) is not None}  # fmt: skip
+        reps_tree, rate_boot = None, {}
         if cfg.intervals == "bootstrap":
             boot, rate_boot = self._bootstrap(data, valid_seg, rate_units)
-        per_label_boot = summary_boot = None
-        if boot is not None:
-            per_label_boot = {lab: _derive(boot[lab], self.attrs, valid[lab]) for lab in self.labels}
-            summary_boot = _summarise(per_label_boot, self._labels_with_auc(point), self.attrs, used)
+            reps_tree = tree(boot)
         delong = self._delong(data, valid_seg) if cfg.intervals == "delong" else None
-        p_values = self._permutation_test(data, used, summary_point) if cfg.permutations > 0 else {}
-        rates = {lab: self._threshold_metrics(u, rate_boot.get(lab)) for lab, u in rate_units.items()}
-
-        d = self._assemble(
-            data, counts, point, per_label_point, per_label_boot, summary_point, summary_boot,
-            delong, p_values, thresholds, rates, used,
-        )  # fmt: skip
-        replicates = {}
-        if summary_boot is not None:
-            replicates["mean_auc"] = summary_boot["mean_auc"]
-            for a, sd in summary_boot["attrs"].items():
-                replicates[f"gap:{a}"] = sd["gap"]
+        zipped = _Zip(point_tree, reps_tree, centre_tree, self.level, self.min_count)
+        rates = {lab: thresholds.metrics(u, rate_boot.get(lab), self.attrs, zipped.ci) for lab, u in rate_units.items()}
+        layout = _Layout(self, data, counts, zipped, draw_tree, delong, rates, tree)
+        d = layout.audit_dict(thr)
         return AuditResult(
-            name=self.name,
-            source=self.p.source,
-            config=cfg,
-            labels=self.labels,
-            attrs=[a.name for a in self.attrs],
-            groups={a.name: a.groups for a in self.attrs},
-            n_images=len(self.p.frame),
-            n_patients=self.n_patients,
-            notes=self.notes,
-            _dict=d,
-            replicates=replicates,
-            provenance=self.p.provenance,
-        )
+            name=self.name, source=self.p.source, config=cfg, labels=self.labels,
+            attrs=[a.name for a in self.attrs], groups={a.name: a.groups for a in self.attrs},
+            n_images=len(self.p.frame), n_patients=self.units.n_patients, notes=self.notes, _dict=d,
+            replicates=zipped.headline_replicates(), centres=zipped.headline_centres(), provenance=self.p.provenance,
+        )  # fmt: skip
+
+    def _balanced_counts(self, r: _Label, full_counts):
+        """Counts behind balanced AUCs: every valid group holds the draw's quota."""
+        n, pos = full_counts[0].copy(), full_counts[1].copy()
+        for a, info in zip(self.attrs, r.cells.per_attr, strict=True):
+            if info is not None:
+                n[list(a.segments)] = info["n_per_group"]
+                pos[list(a.segments)] = info["n_pos_per_group"]
+        return n, pos
 
     def _note_small_groups(self, counts, valid_seg) -> None:
         for lab in self.labels:
@@ -515,20 +486,16 @@ class _Auditor:
                     if not valid_seg[lab][k] and n[k] > 0:
                         self.notes.append(
                             f"{lab}: {a.name}={g} has {pos[k]} positives and {n[k] - pos[k]} negatives "
-                            f"(fewer than {self.cfg.min_pos}/{self.cfg.min_neg}): AUC left missing"
+                            f"(fewer than {self.cfg.min_pos}/{self.cfg.min_neg}, see --min-count): AUC left "
+                            f"missing"
                         )
 
-    def _valid_groups(self, valid_seg) -> dict[str, dict[str, np.ndarray]]:
-        return {
-            lab: {a.name: valid_seg[lab][a.offset : a.offset + len(a.groups)] for a in self.attrs}
-            for lab in self.labels
-        }
-
     def _labels_with_auc(self, point) -> list[str]:
-        labs = [lab for lab in self.labels if not np.isnan(point[lab][0])]
+        labs = [lab for lab in self.labels if not np.isnan(point[lab][0, 0])]
         if not labs:
             raise InputError(
-                f"{self.p.source}: no label has both positives and negatives, so there is no AUC to audit"
+                f"{self.p.source}: no label has both positives and negatives, so there is no AUC to audit",
+                hint="check the label columns (1 = positive, 0 = negative, empty = masked)",
             )
         return labs
 
@@ -537,15 +504,13 @@ class _Auditor:
         for a in self.attrs:
             labs = [lab for lab in self.labels if valid[lab][a.name].all()]
             left = [lab for lab in self.labels if lab not in labs]
-            if left:
+            if left and len(a.groups) > 1:
                 self.notes.append(
                     f"{a.name}: label(s) {', '.join(left)} lack an AUC in some subgroup and are left out of "
                     f"the subgroup means and the headline gap"
                 )
-            if not labs:
-                self.notes.append(
-                    f"{a.name}: no label has an AUC in every subgroup, so there is no headline gap"
-                )
+            if not labs and len(a.groups) > 1:
+                self.notes.append(f"{a.name}: no label has an AUC in every subgroup, so there is no headline gap")
             used[a.name] = labs
         return used
 
@@ -557,15 +522,17 @@ class _Auditor:
         rate_out = {lab: np.empty((cfg.n_boot, *u.shape[1:])) for lab, u in rate_units.items()}
         done = 0
         task = self.progress.add_task("bootstrap", total=cfg.n_boot) if self.progress else None
-        for w in bootstrap_counts(self.strata, cfg.n_boot, cfg.seed):
+        for w in bootstrap_counts(self.units.strata, cfg.n_boot, cfg.seed):
+            ids = np.arange(done, done + len(w))
             for lab, r in data.items():
-                out[lab][done : done + len(w)] = kernels.segment_aucs(
-                    r.y, r.pat, r.seg, r.tied, self.n_seg, w
-                )
+                if r.cells is None:
+                    full, balanced = kernels.segment_aucs(r.y, r.unit, r.seg, r.tied, self.n_seg, w), None
+                else:
+                    full, draws = self._balanced(r, w, ids)
+                    balanced = draws.mean(axis=1)
+                out[lab][done : done + len(w)] = self._reported(full, balanced)
             for lab, u in rate_units.items():  # weighted sums of each unit's counts: one small matmul
-                rate_out[lab][done : done + len(w)] = (w @ u.reshape(len(u), -1)).reshape(
-                    len(w), *u.shape[1:]
-                )
+                rate_out[lab][done : done + len(w)] = (w @ u.reshape(len(u), -1)).reshape(len(w), *u.shape[1:])
             done += len(w)
             if task is not None:
                 self.progress.update(task, completed=done)
@@ -574,377 +541,309 @@ class _Auditor:
         return out, rate_out
 
     def _delong(self, data, valid_seg) -> dict[str, np.ndarray]:
+        """DeLong intervals of single AUCs (on the balanced draw's rows when balancing); clustered by patient
+        (Obuchowski) when patients are known and resampled."""
+        clustered = self.p.has_patients and self.cfg.resample == "patient"
         out = {}
         for lab, r in data.items():
+            seg = r.seg
+            if r.cells is not None:  # the point estimate's draw (one draw: see __init__)
+                seg = np.full_like(r.seg, self.n_seg)
+                seg[:, 0] = 0
+                kept = r.cells.point_counts(1) > 0
+                for j in range(r.cells.n_cols):
+                    seg[kept[:, j], 1 + j] = r.seg[kept[:, j], 1 + j]
             ci = np.full((self.n_seg, 2), np.nan)
             for k in np.flatnonzero(valid_seg[lab]):
-                rows = (r.seg == k).any(axis=1)
-                _, lo, hi = kernels.delong_ci(r.y[rows], r.scores[rows], self.cfg.ci_level)
+                rows = (seg == k).any(axis=1)
+                clusters = r.unit[rows] if clustered else None
+                _, lo, hi = kernels.delong_ci(r.y[rows], r.scores[rows], self.level, clusters)
                 ci[k] = lo, hi
             out[lab] = ci
-        self.notes.append("DeLong intervals cover single AUCs only; gaps, deltas and means have no interval")
+        how = "account for patient clustering (Obuchowski, 1997)" if clustered else "treat images as independent"
+        self.notes.append(f"DeLong intervals cover single AUCs only and {how}; gaps, deltas and means have none")
         return out
 
-    def _permutation_test(self, data, used, summary_point) -> dict[str, float | None]:
-        """p-value of each headline gap: patients' group labels shuffled, the gap recomputed (METHOD 7).
-
-        All attributes are permuted independently but share one sweep per label and permutation. An
-        attribute that varies within patients (age bins across visits) is permuted between images instead.
-        """
-        cfg = self.cfg
-        p_values: dict[str, float | None] = {a.name: None for a in self.attrs}
-        observed = {}
-        for a in self.attrs:
-            gap = summary_point["attrs"].get(a.name, {}).get("gap")
-            if used[a.name] and gap is not None and not np.isnan(gap[0]):
-                observed[a.name] = gap[0]
-        tested = [a for a in self.attrs if a.name in observed]
-        for a in tested:
-            if a.varies_within_patient:
-                self.notes.append(f"{a.name} varies within patients: its permutation test shuffles images")
-        if cfg.balanced_test and tested:
-            p_values.update(self._permute_balanced(data, used, observed, tested))
-            return p_values
-        for by_image in (False, True):
-            attrs = [a for a in tested if a.varies_within_patient == by_image]
-            if attrs:
-                p_values.update(self._permute(data, used, observed, attrs, by_image))
-        return p_values
-
-    def _permute_balanced(self, data, used, observed, attrs: list[_Attr]) -> dict[str, float]:
-        """Permutations for gaps measured on balanced test sets.
-
-        Each permutation shuffles the groups (between patients, or between images for an attribute that
-        varies within patients), draws every label's balanced sets again from the shuffled groups and
-        recomputes the gap: the null distribution goes through the same subsampling as the observed gap.
-        (Shuffling on the full test set instead would compare a small-sample gap with a large-sample null
-        and give p-values that are too small.) One sweep per label and permutation, so it costs about as
-        many label sweeps as the bootstrap.
-        """
-        cfg = self.cfg
-        codes = [a.codes if a.varies_within_patient else self.patient_codes[a.name] for a in attrs]
-        streams = [
-            permuted_codes(c, cfg.permutations, cfg.seed, self.attrs.index(a)) for c, a in zip(codes, attrs)
-        ]
-        rng = rng_for(cfg.seed, BALANCE_STREAM, len(self.labels))  # the observed sets use (label, attr) keys
-        ones = np.ones((1, self.n_units))
-        labs = [lab for lab in self.labels if any(lab in used[a.name] for a in attrs)]
-        # per label: segment ids to refill each permutation (n_seg = none), and each attribute's row index
-        # into its shuffled codes (the row's patient, or the row itself for codes shuffled between images)
-        segs = {lab: np.full((len(data[lab].y), 1 + len(attrs)), self.n_seg, dtype=np.int32) for lab in labs}
-        for seg in segs.values():
-            seg[:, 0] = 0  # every row is in the overall segment
-        index = {
-            lab: [data[lab].order if a.varies_within_patient else data[lab].pat for a in attrs]
-            for lab in labs
-        }
-        exceed = dict.fromkeys((a.name for a in attrs), 0)
-        counted = dict.fromkeys((a.name for a in attrs), 0)
-        task = self.progress.add_task("permutations", total=cfg.permutations) if self.progress else None
-        for chunk in zip(*streams):
-            for k in range(len(chunk[0])):
-                sums = {a.name: np.zeros(len(a.groups)) for a in attrs}
-                for lab in labs:
-                    r, seg = data[lab], segs[lab]
-                    for j, (a, c, at) in enumerate(zip(attrs, chunk, index[lab]), start=1):
-                        codes = c[k][at]
-                        member = balanced_rows(r.y, codes, len(a.groups), rng)
-                        seg[:, j] = self.n_seg
-                        seg[member, j] = a.offset + codes[member]
-                    aucs = kernels.segment_aucs(r.y, r.pat, seg, r.tied, self.n_seg, ones)[0]
-                    for a in attrs:
-                        if lab in used[a.name]:
-                            sums[a.name] += aucs[a.offset : a.offset + len(a.groups)]
-                for a in attrs:
-                    means = sums[a.name] / len(used[a.name])
-                    # a shuffle that leaves some group without an AUC has no gap and is not counted
-                    if not np.isnan(means).any():
-                        counted[a.name] += 1
-                        exceed[a.name] += int(means.max() - means.min() >= observed[a.name] - 1e-12)
-            if task is not None:
-                self.progress.update(task, advance=len(chunk[0]))
-        return {name: (1 + exceed[name]) / (1 + counted[name]) for name in exceed}
-
-    def _permute(self, data, used, observed, attrs: list[_Attr], by_image: bool) -> dict[str, float]:
-        cfg = self.cfg
-        offsets = np.cumsum([0] + [len(a.groups) for a in attrs])
-        n_seg = int(offsets[-1])
-        codes = [a.codes if by_image else self.patient_codes[a.name] for a in attrs]
-        streams = [
-            permuted_codes(c, cfg.permutations, cfg.seed, self.attrs.index(a)) for c, a in zip(codes, attrs)
-        ]
-        labs = [lab for lab in self.labels if any(lab in used[a.name] for a in attrs)]
-        exceed = dict.fromkeys((a.name for a in attrs), 0)
-        total = 0
-        for chunk in zip(*streams):
-            unit_seg = np.stack(
-                [np.where(c >= 0, c + off, n_seg) for c, off in zip(chunk, offsets[:-1])], axis=2
-            ).astype(np.int32)
-            sums = np.zeros((len(chunk[0]), n_seg))
-            for lab in labs:
-                r = data[lab]
-                units = r.order.astype(np.int32) if by_image else r.pat
-                sums += kernels.permuted_segment_aucs(r.y, units, r.tied, unit_seg, n_seg) * np.repeat(
-                    [lab in used[a.name] for a in attrs], np.diff(offsets)
-                )
-            for j, a in enumerate(attrs):
-                means = sums[:, offsets[j] : offsets[j + 1]] / len(used[a.name])
-                gaps = means.max(axis=1) - means.min(axis=1)
-                exceed[a.name] += int((gaps >= observed[a.name] - 1e-12).sum())
-            total += len(chunk[0])
-        return {name: (1 + k) / (1 + total) for name, k in exceed.items()}
-
-    def _thresholds(self, data) -> dict[str, Any] | None:
+    def _thresholds(self) -> dict[str, Any] | None:
         """Per-label thresholds at a global FPR, from validation predictions (or the audited file if asked)."""
         cfg = self.cfg
         if self.thr_source is None and not cfg.tune_thresholds_on_test:
             return None
         if self.thr_source is not None:
-            val = _as_predictions(self.thr_source)
+            val = as_predictions(self.thr_source)
             source = val.source
         else:
             val, source = self.p, "test (tuned on the audited file)"
-            self.notes.append(
-                "thresholds were tuned on the audited file itself: threshold metrics are optimistic"
-            )
-        values = {}
-        for lab in self.labels:
-            if lab not in val.labels:
-                raise InputError(f"{val.source}: no label_{lab}/prob_{lab} to take its threshold from")
-            y, p = val.y(lab), val.p(lab)
-            neg = p[y == 0]
-            if len(neg) == 0:
-                values[lab] = None
-                continue
-            # Smallest threshold whose FPR (share of negatives scored >= it) does not exceed the target.
-            srt = np.sort(neg)
-            k = int(np.floor(cfg.target_fpr * len(srt)))
-            t = srt[-k] if k > 0 else np.nextafter(srt[-1], np.inf)
-            if (neg >= t).sum() > k:  # ties at the cut would overshoot the target FPR
-                t = np.nextafter(t, np.inf)
-            values[lab] = float(t)
-        return {"source": str(source), "target_fpr": cfg.target_fpr, "values": values}
+            self.notes.append("thresholds were tuned on the audited file itself: threshold metrics are optimistic")
+        logit = {lab: self.p.has_logits(lab) for lab in self.labels}
+        raw = thresholds.choose(val, self.labels, cfg.target_fpr, logit)
+        shown = {lab: thresholds.as_probability(t, logit[lab]) for lab, t in raw.items()}
+        return {"source": str(source), "target_fpr": cfg.target_fpr, "values": shown, "raw": raw}
 
-    # -- output
+    def _rate_units(self, r: _Label, t: float) -> np.ndarray:
+        return thresholds.rate_units(r.y, r.unit, r.seg, r.scores, t, self.units.count, self.n_seg)
 
-    def _ci(self, reps: np.ndarray | None) -> list[float] | None:
-        return percentile_ci(reps, self.cfg.ci_level, min_count=boot_min_count(self.cfg.n_boot))
 
-    def _assemble(self, data, counts, point, plp, plb, sp, sb, delong, p_values, thresholds, rates, used):
-        cfg = self.cfg
+class _Trees:
+    """Segment AUCs per label -> the tree of every statistic (``estimates``), for any leading axis."""
 
-        def num(x) -> float | None:
-            x = float(x)
-            return None if np.isnan(x) else x
+    def __init__(self, attrs, valid, used, with_auc):
+        self.attrs, self.valid, self.used, self.with_auc = attrs, valid, used, with_auc
 
-        def boot(getter) -> list[float] | None:
-            return self._ci(getter(plb)) if plb is not None else None
+    def __call__(self, aucs: dict[str, np.ndarray]) -> dict[str, Any]:
+        labels = {lab: estimates.per_label(a, self.attrs, self.valid[lab]) for lab, a in aucs.items()}
+        return {"labels": labels, "summary": estimates.summary(labels, self.with_auc, self.attrs, self.used)}
 
-        labels_out = {}
-        for lab in self.labels:
-            r = data[lab]
-            n, pos = counts[lab]
-            ci0 = boot(lambda b, lab=lab: b[lab]["overall"])
-            if delong is not None:
-                ci0 = _nan_list(delong[lab][0])
-            thr = rates.get(lab)
-            attrs_out = {}
-            for a in self.attrs:
-                pa = plp[lab]["attrs"][a.name]
-                groups_out = {}
-                col = r.seg[:, 1 + self.attrs.index(a)]
-                for gi, g in enumerate(a.groups):
-                    k = a.offset + gi
-                    in_group = col == k
-                    gci = boot(lambda b, lab=lab, a=a, gi=gi: b[lab]["attrs"][a.name]["groups"][:, gi])
-                    if delong is not None:
-                        gci = _nan_list(delong[lab][k])
-                    groups_out[g] = {
-                        "n": int(n[k]),
-                        "n_pos": int(pos[k]),
-                        "auc": num(point[lab][k]),
-                        "ci": gci if num(point[lab][k]) is not None else None,
-                        "delta_vs_group_mean": num(pa["delta_vs_group_mean"][0, gi]),
-                        "delta_vs_group_mean_ci": boot(
-                            lambda b, lab=lab, a=a, gi=gi: b[lab]["attrs"][a.name]["delta_vs_group_mean"][
-                                :, gi
-                            ]
-                        ),
-                        "delta_vs_population": num(pa["delta_vs_population"][0, gi]),
-                        "delta_vs_population_ci": boot(
-                            lambda b, lab=lab, a=a, gi=gi: b[lab]["attrs"][a.name]["delta_vs_population"][
-                                :, gi
-                            ]
-                        ),
-                        "threshold": thr[a.name]["groups"][g] if thr else None,
-                        "ece": _ece(r.y[in_group], r.scores[in_group], cfg.ece_bins),
-                        "note": None if num(point[lab][k]) is not None else _why_missing(n[k], pos[k], cfg),
-                    }
-                best, worst = _best_worst(pa["groups"][0], a.groups)
-                attrs_out[a.name] = {
-                    "groups": groups_out,
-                    "gap": num(pa["gap"][0]),
-                    "gap_ci": boot(lambda b, lab=lab, a=a: b[lab]["attrs"][a.name]["gap"]),
-                    "best_group": best,
-                    "worst_group": worst,
-                    "balanced": r.balanced.get(a.name),
-                    "threshold_gaps": thr[a.name]["gaps"] if thr else None,
-                }
-            labels_out[lab] = {
-                "n": int(n[0]),
-                "n_pos": int(pos[0]),
-                "auc": num(point[lab][0]),
-                "ci": ci0 if num(point[lab][0]) is not None else None,
-                "ece": _ece(r.y, r.scores, cfg.ece_bins),
-                "threshold": thr["overall"] if thr else None,
-                "attrs": attrs_out,
-            }
 
-        def sboot(getter):
-            return self._ci(getter(sb)) if sb is not None else None
+class _Zip:
+    """Point estimates, replicates and centres zipped into (value, interval) by one rule (``stats``)."""
 
-        summary_attrs = {}
-        for a in self.attrs:
-            if a.name not in sp["attrs"]:
-                summary_attrs[a.name] = {"groups": a.groups, "gap": None, "labels_used": [], "p_value": None,
-                                         "labels_left_out": list(self.labels)}  # fmt: skip
-                continue
-            spa = sp["attrs"][a.name]
-            gm = spa["group_mean_auc"][0]
-            best, worst = _best_worst(gm, a.groups)
-            label_gaps = {lab: plp[lab]["attrs"][a.name]["gap"][0] for lab in used[a.name]}
-            max_lab = max(label_gaps, key=lambda k: -np.inf if np.isnan(label_gaps[k]) else label_gaps[k])
+    def __init__(self, point, reps, centre, level, min_count):
+        self.point, self.reps, self.centre = point, reps, centre
+        self.level, self.min_count = level, min_count
 
-            def per_group(key, ci=False, a=a, spa=spa):
-                vals = {}
-                for gi, g in enumerate(a.groups):
-                    if ci:
-                        vals[g] = sboot(lambda b, key=key, gi=gi: b["attrs"][a.name][key][:, gi])
-                    else:
-                        vals[g] = num(spa[key][0, gi])
-                return vals
+    @staticmethod
+    def leaf(tree, path):
+        for key in path:
+            tree = tree[key]
+        return tree
 
-            summary_attrs[a.name] = {
-                "groups": a.groups,
-                "group_mean_auc": per_group("group_mean_auc"),
-                "group_mean_auc_ci": per_group("group_mean_auc", ci=True),
-                "gap": num(spa["gap"][0]),
-                "gap_ci": sboot(lambda b, a=a: b["attrs"][a.name]["gap"]),
-                "p_value": p_values.get(a.name),
-                "permutations": cfg.permutations,
-                "best_group": best,
-                "worst_group": worst,
-                "delta_vs_group_mean": per_group("delta_vs_group_mean"),
-                "delta_vs_group_mean_ci": per_group("delta_vs_group_mean", ci=True),
-                "delta_vs_population": per_group("delta_vs_population"),
-                "delta_vs_population_ci": per_group("delta_vs_population", ci=True),
-                "labels_used": used[a.name],
-                "labels_left_out": [lab for lab in self.labels if lab not in used[a.name]],
-                "mean_label_gap": num(spa["mean_label_gap"][0]),
-                "mean_label_gap_ci": sboot(lambda b, a=a: b["attrs"][a.name]["mean_label_gap"]),
-                "max_label_gap": num(spa["max_label_gap"][0]),
-                "max_label_gap_ci": sboot(lambda b, a=a: b["attrs"][a.name]["max_label_gap"]),
-                "max_label_gap_label": max_lab,
-            }
-        if sb is not None:
-            dropped = int(np.isnan(sb["mean_auc"]).sum())
-            if dropped:
-                self.notes.append(
-                    f"{dropped} of {cfg.n_boot} bootstrap replicates lost a class in some label"
-                )
-        settings = cfg.model_dump()
-        settings["labels"] = self.labels
-        return {
-            "schema": AUDIT_SCHEMA,
-            "fairscan_version": __version__,
-            "model": self.name,
-            "source": self.p.source,
-            "provenance": self.p.provenance,
-            "units": "fraction",
-            "settings": settings,
-            "notes": self.notes,
-            "n_images": len(self.p.frame),
-            "n_patients": self.n_patients,
-            "labels": labels_out,
-            "summary": {
-                "mean_auc": num(sp["mean_auc"][0]),
-                "mean_auc_ci": sboot(lambda b: b["mean_auc"]),
-                "labels": self._labels_with_auc(point),
-                "attrs": summary_attrs,
-            },
-            "thresholds": thresholds,
-            "gate": None,
-        }
+    def arrays(self, *path, i=None):
+        """(point (G,) or scalar, replicates (B, ...) or None, centre or None) of one statistic."""
 
-    def _rate_units(self, r: _Rows, t: float | None) -> np.ndarray | None:
-        """Image counts per resampling unit, (units, 4, segments): true positives, positives, false positives
-        and negatives at threshold ``t``. Any weighting of the units (1 each, or a bootstrap replicate's
-        counts) turns them into the weighted counts behind TPR and FPR with one matrix product."""
-        if t is None:
+        def pick(tree):
+            if tree is None:
+                return None
+            x = self.leaf(tree, path)
+            return x[:, i] if i is not None else x
+
+        point, reps, centre = pick(self.point), pick(self.reps), pick(self.centre)
+        return point[0], reps, (None if centre is None else centre[0])
+
+    def __call__(self, *path, i=None) -> tuple[float | None, list[float] | None]:
+        point, reps, centre = self.arrays(*path, i=i)
+        value = _num(point)
+        return value, stats.interval(value, reps, None if centre is None else float(centre), self.level,
+                                     min_count=self.min_count)  # fmt: skip
+
+    def ci(self, reps: np.ndarray | None) -> list[float] | None:
+        return stats.percentile_ci(reps, self.level, min_count=self.min_count)
+
+    def gap_test(self, *path) -> dict[str, Any] | None:
+        """Gap test of the groups at ``path`` (a tree node with ``groups`` or ``group_mean_auc``)."""
+        if self.reps is None:
             return None
-        pred = r.scores >= t
-        pos = r.y == 1
-        kinds = np.select([pos & pred, pos, ~pos & pred], [0, 1, 2], 3)  # tp, fn (a positive), fp, tn
-        slots = 4 * (self.n_seg + 1)  # + the "no segment" slot, dropped below
-        units = np.zeros(self.n_units * slots)
-        for col in r.seg.T:
-            units += np.bincount(
-                r.pat.astype(np.int64) * slots + kinds * (self.n_seg + 1) + col, minlength=len(units)
-            )
-        units = units.reshape(self.n_units, 4, self.n_seg + 1)[:, :, : self.n_seg]
-        tp, fn, fp, tn = (units[:, k] for k in range(4))
-        return np.stack([tp, tp + fn, fp, fp + tn], axis=1)
+        key = "group_mean_auc" if path[0] == "summary" else "groups"
+        point, reps, centre = self.arrays(*path, key)
+        have = ~np.isnan(point)
+        centre = point if centre is None else centre
+        return stats.gap_test(point[have], reps[:, have], centre[have], self.level, min_count=self.min_count)
 
-    def _threshold_metrics(self, units: np.ndarray, boot: np.ndarray | None) -> dict[str, Any]:
-        """TPR, FPR and FNR per subgroup at the label's threshold, and their gaps (largest minus smallest
-        subgroup rate), each with a patient-bootstrap interval when the audit runs a bootstrap."""
+    def worst(self, *path) -> list[float] | None:
+        if self.reps is None:
+            return None
+        point, reps, centre = self.arrays(*path, "group_mean_auc")
+        return stats.worst_group(point, reps, point if centre is None else centre, self.level,
+                                 min_count=self.min_count)  # fmt: skip
 
-        def rates(c: np.ndarray) -> dict[str, np.ndarray]:  # c: (..., 4, segments) weighted counts
-            with np.errstate(invalid="ignore", divide="ignore"):
-                tpr = np.where(c[..., 1, :] > 0, c[..., 0, :] / c[..., 1, :], np.nan)
-                fpr = np.where(c[..., 3, :] > 0, c[..., 2, :] / c[..., 3, :], np.nan)
-            return {"tpr": tpr, "fpr": fpr, "fnr": 1.0 - tpr}
+    def headline_replicates(self) -> dict[str, np.ndarray]:
+        """Replicates of the mean AUC and each headline gap, for paired comparisons between models."""
+        if self.reps is None:
+            return {}
+        s = self.reps["summary"]
+        out = {"mean_auc": s["mean_auc"]}
+        out.update({f"gap:{a}": sd["gap"] for a, sd in s["attrs"].items()})
+        return out
 
-        point = rates(units.sum(axis=0))
-        reps = rates(boot) if boot is not None else None
-
-        def entry(cols: list[int] | int, gap: bool = False) -> dict[str, Any]:
-            out: dict[str, Any] = {}
-            for m, v in point.items():
-                if gap:  # over the subgroups with a rate; a replicate missing one of them has no gap
-                    have = [k for k in cols if not np.isnan(v[k])]
-                    value = float(v[have].max() - v[have].min()) if len(have) >= 2 else None
-                    rep = reps[m][:, have].max(axis=1) - reps[m][:, have].min(axis=1) if reps else None
-                else:
-                    value = None if np.isnan(v[cols]) else float(v[cols])
-                    rep = reps[m][:, cols] if reps else None
-                out[m] = value
-                out[f"{m}_ci"] = self._ci(rep) if value is not None and rep is not None else None
-            return out
-
-        out: dict[str, Any] = {"overall": entry(0)}
-        for a in self.attrs:
-            cols = [a.offset + gi for gi in range(len(a.groups))]
-            out[a.name] = {"groups": {g: entry(k) for g, k in zip(a.groups, cols, strict=True)},
-                           "gaps": entry(cols, gap=True)}  # fmt: skip
+    def headline_centres(self) -> dict[str, float]:
+        """What those replicates are centred on (absent: on the point estimates)."""
+        if self.centre is None:
+            return {}
+        s = self.centre["summary"]
+        out = {"mean_auc": float(s["mean_auc"][0])}
+        out.update({f"gap:{a}": float(sd["gap"][0]) for a, sd in s["attrs"].items()})
         return out
 
 
-def percentile_ci(reps: np.ndarray | None, level: float, *, min_count: float = 10) -> list[float] | None:
-    """Percentile interval over the replicates that are not NaN; None with fewer than ``min_count`` of them."""
-    if reps is None:
-        return None
-    reps = reps[~np.isnan(reps)]
-    if len(reps) < min_count:
-        return None
-    lo = 100 * (1 - level) / 2
-    a, b = np.percentile(reps, [lo, 100 - lo])
-    return [float(a), float(b)]
+class _Layout:
+    """The audit dict of ``docs/audit-json.md``, read off the zipped statistics."""
 
+    def __init__(self, auditor: _Auditor, data, counts, z: _Zip, draw_tree, delong, rates, tree: _Trees):
+        self.a, self.data, self.counts, self.z = auditor, data, counts, z
+        self.draw_tree, self.delong, self.rates = draw_tree, delong, rates
+        self.used, self.with_auc = tree.used, tree.with_auc
+        self.cfg = auditor.cfg
 
-def boot_min_count(n_boot: int) -> float:
-    """An interval needs at least half the bootstrap replicates (and 10) to be defined."""
-    return max(10, 0.5 * n_boot)
+    def audit_dict(self, thr) -> dict[str, Any]:
+        a, cfg = self.a, self.cfg
+        labels_out = {lab: self._label(lab) for lab in a.labels}
+        self._q_values(labels_out)
+        summary_attrs = {attr.name: self._summary_attr(attr) for attr in a.attrs}
+        holm = adjust([s.get("p_value") for s in summary_attrs.values()], "holm")
+        for s, ph in zip(summary_attrs.values(), holm, strict=True):
+            s["p_value_holm"] = ph
+        if self.z.reps is not None:
+            dropped = int(np.isnan(self.z.reps["summary"]["mean_auc"]).sum())
+            if dropped:
+                a.notes.append(f"{dropped} of {cfg.n_boot} bootstrap replicates lost a class in some label")
+        if cfg.intervals != "bootstrap":
+            a.notes.append("no p-values: the gap test uses the bootstrap (--intervals bootstrap)")
+        settings = cfg.model_dump()
+        settings["labels"] = a.labels
+        mean_auc, mean_auc_ci = self.z("summary", "mean_auc")
+        return {
+            "schema": AUDIT_SCHEMA, "fairscan_version": __version__, "model": a.name, "source": a.p.source,
+            "provenance": a.p.provenance, "units": "fraction", "settings": settings,
+            "inference": {"gap_test": GAP_TEST, "gap_adjusted": ADJUSTED_GAP, "multiplicity": MULTIPLICITY,
+                          "balanced": self._balanced_note()},
+            "notes": a.notes, "n_images": len(a.p.frame), "n_patients": a.units.n_patients,
+            "labels": labels_out,
+            "summary": {"mean_auc": mean_auc, "mean_auc_ci": mean_auc_ci, "labels": self.with_auc,
+                        "attrs": summary_attrs},
+            "thresholds": None if thr is None else {k: v for k, v in thr.items() if k != "raw"},
+            "curves": self._curves(),
+            "gate": None,
+        }  # fmt: skip
+
+    def _curves(self) -> dict[str, Any]:
+        """ROC and reliability curves per label, overall and per subgroup, on the full test set."""
+        roc, rel = {}, {}
+        for lab, r in self.data.items():
+            p = self.a.p.p(lab)[r.order]
+            roc[lab] = {"overall": curves.roc_tpr(r.y, r.scores)}
+            rel[lab] = {"overall": curves.reliability(r.y, p, self.cfg.ece_bins)}
+            for j, attr in enumerate(self.a.attrs, start=1):
+                roc[lab][attr.name], rel[lab][attr.name] = {}, {}
+                for gi, g in enumerate(attr.groups):
+                    rows = r.seg[:, j] == attr.offset + gi
+                    roc[lab][attr.name][g] = curves.roc_tpr(r.y[rows], r.scores[rows])
+                    rel[lab][attr.name][g] = curves.reliability(r.y[rows], p[rows], self.cfg.ece_bins) if rows.any() else None
+        return {"fpr": [float(x) for x in curves.FPR_GRID], "roc": roc, "reliability": rel}
+
+    def _balanced_note(self) -> str | None:
+        if not self.cfg.balanced_test:
+            return None
+        k = self.cfg.balanced_draws
+        return (
+            f"subgroup AUCs on balanced test sets (every subgroup with the same positives and negatives, drawn "
+            f"without replacement), averaged over {k} draw(s); each bootstrap replicate draws its own sets, and "
+            f"intervals and tests are centred on the full-set values that balancing leaves unchanged in "
+            f"expectation"
+        )
+
+    def _label(self, lab: str) -> dict[str, Any]:
+        r, (n, pos), z = self.data[lab], self.counts[lab], self.z
+        auc, ci = z("labels", lab, "overall")
+        if self.delong is not None:
+            ci = _nan_list(self.delong[lab][0])
+        thr = self.rates.get(lab)
+        return {
+            "n": int(n[0]), "n_pos": int(pos[0]), "auc": auc, "ci": ci if auc is not None else None,
+            "ece": thresholds.ece(r.y, self.a.p.p(lab)[r.order], self.cfg.ece_bins),
+            "threshold": thr["overall"] if thr else None,
+            "attrs": {attr.name: self._label_attr(lab, attr, thr) for attr in self.a.attrs},
+        }  # fmt: skip
+
+    def _label_attr(self, lab: str, attr: Attribute, thr) -> dict[str, Any]:
+        r, z = self.data[lab], self.z
+        path = ("labels", lab, "attrs", attr.name)
+        groups = {g: self._group(lab, attr, gi, thr) for gi, g in enumerate(attr.groups)}
+        gap, gap_ci = z(*path, "gap")
+        best, worst = _best_worst(z.arrays(*path, "groups")[0], attr.groups)
+        test = z.gap_test(*path) if gap is not None else None
+        balanced = None
+        if r.cells is not None and r.cells.per_attr[self.a.attrs.index(attr)] is not None:
+            balanced = {**r.cells.per_attr[self.a.attrs.index(attr)], "draws": self.cfg.balanced_draws,
+                        "balance_sd": self._balance_sd(*path)}  # fmt: skip
+        return {
+            "groups": groups, "gap": gap, "gap_ci": gap_ci, "p_value": test["p_value"] if test else None,
+            "q_value": None, "best_group": best, "worst_group": worst, "balanced": balanced,
+            "threshold_gaps": thr[attr.name]["gaps"] if thr else None,
+        }  # fmt: skip
+
+    def _group(self, lab: str, attr: Attribute, gi: int, thr) -> dict[str, Any]:
+        r, (n, pos), z = self.data[lab], self.counts[lab], self.z
+        path, k = ("labels", lab, "attrs", attr.name), attr.offset + gi
+        auc, ci = z(*path, "groups", i=gi)
+        if self.delong is not None:
+            ci = _nan_list(self.delong[lab][k])
+        in_group = r.seg[:, 1 + self.a.attrs.index(attr)] == k  # the full test set, balanced or not
+        dgm, dgm_ci = z(*path, "delta_vs_group_mean", i=gi)
+        dpop, dpop_ci = z(*path, "delta_vs_population", i=gi)
+        return {
+            "n": int(n[k]), "n_pos": int(pos[k]), "auc": auc, "ci": ci if auc is not None else None,
+            "delta_vs_group_mean": dgm, "delta_vs_group_mean_ci": dgm_ci,
+            "delta_vs_population": dpop, "delta_vs_population_ci": dpop_ci,
+            "threshold": thr[attr.name]["groups"][attr.groups[gi]] if thr else None,
+            "ece": thresholds.ece(r.y[in_group], self.a.p.p(lab)[r.order][in_group], self.cfg.ece_bins),
+            "note": None if auc is not None else _why_missing(n[k], pos[k], self.cfg),
+        }  # fmt: skip
+
+    def _balance_sd(self, *path) -> float | None:
+        """Standard deviation of a balanced gap over the draws (None with one draw)."""
+        if self.draw_tree is None:
+            return None
+        gaps = self.z.leaf(self.draw_tree, (*path, "gap"))
+        gaps = gaps[~np.isnan(gaps)]
+        return float(np.std(gaps, ddof=1)) if len(gaps) > 1 else None
+
+    def _q_values(self, labels_out: dict) -> None:
+        """Benjamini-Hochberg over each attribute's per-label gap tests."""
+        for attr in self.a.attrs:
+            ps = [labels_out[lab]["attrs"][attr.name]["p_value"] for lab in self.a.labels]
+            for lab, q in zip(self.a.labels, adjust(ps, "fdr_bh"), strict=True):
+                labels_out[lab]["attrs"][attr.name]["q_value"] = q
+
+    def _summary_attr(self, attr: Attribute) -> dict[str, Any]:
+        a, z, name = self.a, self.z, attr.name
+        if len(attr.groups) < 2 or name not in z.point["summary"]["attrs"]:
+            why = (f"{name} has one group only ({attr.groups[0]})" if len(attr.groups) == 1
+                   else f"no label has an AUC in every {name} subgroup")  # fmt: skip
+            return {"groups": attr.groups, "gap": None, "gap_ci": None, "gap_adjusted": None, "gap_adjusted_ci": None,
+                    "p_value": None, "why_no_gap": why, "labels_used": [], "labels_left_out": list(a.labels),
+                    "patients_varying": attr.patients_varying}  # fmt: skip
+        path = ("summary", "attrs", name)
+        per_group = {key: {g: z(*path, key, i=gi)[0] for gi, g in enumerate(attr.groups)}
+                     for key in ("group_mean_auc", "delta_vs_group_mean", "delta_vs_population")}  # fmt: skip
+        per_group_ci = {f"{key}_ci": {g: z(*path, key, i=gi)[1] for gi, g in enumerate(attr.groups)}
+                        for key in per_group}  # fmt: skip
+        gap, gap_ci = z(*path, "gap")
+        best, worst = _best_worst(z.arrays(*path, "group_mean_auc")[0], attr.groups)
+        test = z.gap_test(*path) if gap is not None else None
+        label_gaps = {lab: z(*("labels", lab, "attrs", name, "gap"))[0] for lab in self.used[name]}
+        max_lab = max(label_gaps, key=lambda k: -np.inf if label_gaps[k] is None else label_gaps[k])
+        out = {
+            "groups": attr.groups, "group_mean_auc": per_group["group_mean_auc"],
+            "group_mean_auc_ci": per_group_ci["group_mean_auc_ci"], "gap": gap, "gap_ci": gap_ci,
+            "gap_adjusted": test["gap_adjusted"] if test else None,
+            "gap_adjusted_ci": test["gap_adjusted_ci"] if test else None,
+            "p_value": test["p_value"] if test else None, "best_group": best, "worst_group": worst,
+            "worst_group_auc": z(*path, "worst_group_auc")[0], "worst_group_auc_ci": z.worst(*path),
+            "pairwise": self._pairwise(attr, path),
+            "delta_vs_group_mean": per_group["delta_vs_group_mean"],
+            "delta_vs_group_mean_ci": per_group_ci["delta_vs_group_mean_ci"],
+            "delta_vs_population": per_group["delta_vs_population"],
+            "delta_vs_population_ci": per_group_ci["delta_vs_population_ci"],
+            "labels_used": self.used[name], "labels_left_out": [lab for lab in a.labels if lab not in self.used[name]],
+            "mean_label_gap": z(*path, "mean_label_gap")[0], "mean_label_gap_ci": z(*path, "mean_label_gap")[1],
+            "max_label_gap": z(*path, "max_label_gap")[0], "max_label_gap_ci": z(*path, "max_label_gap")[1],
+            "max_label_gap_label": max_lab, "patients_varying": attr.patients_varying,
+            "balance_sd": self._balance_sd(*path), "equalized_odds": self._mean_eo(name),
+        }  # fmt: skip
+        return out
+
+    def _pairwise(self, attr: Attribute, path) -> list[dict[str, Any]]:
+        out = []
+        for k, (i, j) in enumerate(estimates.pairs(attr.groups)):
+            diff, ci = self.z(*path, "pairwise", i=k)
+            out.append({"a": attr.groups[i], "b": attr.groups[j], "diff": diff, "ci": ci})
+        return out
+
+    def _mean_eo(self, attr: str) -> float | None:
+        """Mean over labels of the equalized-odds gap at the thresholds (None without thresholds)."""
+        values = [r[attr]["gaps"]["equalized_odds"] for r in self.rates.values()]
+        values = [v for v in values if v is not None]
+        return float(np.mean(values)) if values else None
 
 
 def _nan_list(ci) -> list[float] | None:
@@ -964,22 +863,4 @@ def _why_missing(n: int, pos: int, cfg: AuditConfig) -> str:
         return "no images"
     if pos == 0 or pos == n:
         return "one class only"
-    return f"too few positives or negatives ({pos}/{n - pos}; minimum {cfg.min_pos}/{cfg.min_neg})"
-
-
-def _ece(y: np.ndarray, p: np.ndarray, bins: int) -> float | None:
-    """Expected calibration error with equal-width probability bins."""
-    if len(y) == 0:
-        return None
-    idx = np.minimum((p * bins).astype(int), bins - 1)
-    conf = np.bincount(idx, weights=p, minlength=bins)
-    acc = np.bincount(idx, weights=y.astype(float), minlength=bins)
-    return float(np.abs(acc - conf).sum() / len(y))
-
-
-def _stem(source: str) -> str:
-    name = os.path.basename(str(source))
-    for suffix in TABLE_SUFFIXES:
-        if name.endswith(suffix):
-            return name[: -len(suffix)]
-    return name or "predictions"
+    return f"too few positives or negatives ({pos}/{n - pos}; minimum {cfg.min_pos}/{cfg.min_neg}, see --min-count)"

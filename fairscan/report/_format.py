@@ -13,6 +13,7 @@ from typing import Any
 
 from fairscan.errors import InputError
 from fairscan.schema import AUDIT_SCHEMA, COMPARISON_SCHEMA  # noqa: F401  re-exported for the report modules
+from fairscan.schema import OLD_AUDIT_SCHEMAS as OLD_SCHEMAS  # noqa: F401
 
 UNITS_NOTE = "AUC points (fraction × 100, 2 decimals); JSON holds fractions"
 MISSING = "—"
@@ -112,10 +113,30 @@ def intervals_text(d: dict) -> str:
         n_boot = s.get("n_boot")
         boot = f", {n_boot} resamples" if n_boot else ""
         text = f"Intervals: {ci_header(d)}s, bootstrap percentile over {unit}{boot}."
-    if s.get("permutations"):
+    if method == "bootstrap" and "balanced_draws" in s:  # fairscan.audit/2: the centred-bootstrap gap test
+        text += (
+            " p: gap test (H0: equal subgroup AUCs), patient bootstrap centred under H0; Holm over the "
+            "attributes, Benjamini-Hochberg q over each attribute's labels."
+        )
+    elif s.get("permutations"):  # an audit written by fairscan 0.1
         text += f" p: permutation test, {s['permutations']} permutations of group labels."
-    elif "permutations" in s:
-        text += " p: not computed (no permutations)."
+    if s.get("balanced_test"):
+        draws = s.get("balanced_draws") or 1
+        text += f" Subgroup AUCs on balanced test sets ({draws} draw{'s' if draws != 1 else ''})."
+    return text
+
+
+ADJUSTED_NOTE = (
+    "Adjusted FG: FG minus its upward bias (noise alone makes best minus worst positive), estimated by the "
+    "bootstrap; its interval contains 0 exactly when the gap test's p is at least 1 − the interval level."
+)
+
+
+def p_with_holm(p: Any, holm: Any) -> str:
+    """``0.003 (Holm 0.006)``; the Holm value only where it differs."""
+    text = p_value(p)
+    if not is_missing(holm) and not is_missing(p) and abs(holm - p) > 1e-12:
+        text += f" (Holm {p_value(holm)})"
     return text
 
 

@@ -26,6 +26,7 @@ from fairscan.report._format import (
     label_name,
     labels_of,
     p_value,
+    p_with_holm,
     pts,
 )
 
@@ -39,9 +40,10 @@ class Cell:
     text: str
     ci: str = ""
     strong: bool = False
+    extra: str = ""  # a last detail (a p-value), on a line of its own where lines are stacked
 
     def plain(self) -> str:
-        return f"{self.text} {self.ci}" if self.ci else self.text
+        return " ".join(x for x in (self.text, self.ci, self.extra) if x)
 
 
 @dataclass
@@ -75,6 +77,7 @@ class AttrSummary:
     worst: str
     facts: list[tuple[str, str]] = field(default_factory=list)
     table: Table | None = None
+    fg_adjusted: Cell = field(default_factory=lambda: Cell(MISSING))
 
 
 def _value(x, ci=None, *, signed: bool = False, strong: bool = False) -> Cell:
@@ -111,7 +114,21 @@ def attr_summaries(d: dict) -> list[AttrSummary]:
     for attr in attrs_of(d):
         s = d["summary"]["attrs"][attr]
         used, left_out = s.get("labels_used") or [], s.get("labels_left_out") or []
-        facts = [
+        facts = []
+        if not is_missing(s.get("gap_adjusted")):
+            facts.append(("adjusted FG", _value(s.get("gap_adjusted"), s.get("gap_adjusted_ci")).plain()))
+        if not is_missing(s.get("worst_group_auc")):
+            facts.append(
+                (f"worst subgroup's mean AUC ({s.get('worst_group')})",
+                 _value(s.get("worst_group_auc"), s.get("worst_group_auc_ci")).plain())
+            )  # fmt: skip
+        pairs = [p for p in s.get("pairwise") or [] if not is_missing(p.get("diff"))]
+        if pairs:
+            facts.append(
+                ("pairwise", "; ".join(f"{p['a']} − {p['b']} {_value(p['diff'], p.get('ci'), signed=True).plain()}"
+                                       for p in pairs))
+            )  # fmt: skip
+        facts += [
             ("mean per-label gap", _value(s.get("mean_label_gap"), s.get("mean_label_gap_ci")).plain()),
             (
                 "largest per-label gap",
@@ -122,6 +139,14 @@ def attr_summaries(d: dict) -> list[AttrSummary]:
         ]
         if left_out:
             facts.append(("left out (a subgroup AUC missing)", ", ".join(label_name(x) for x in left_out)))
+        if not is_missing(s.get("balance_sd")):
+            facts.append(("FG's sd over the balanced draws", pts(s["balance_sd"])))
+        if not is_missing(s.get("equalized_odds")):
+            facts.append(("mean equalized-odds gap", pts(s["equalized_odds"])))
+        if s.get("patients_varying"):
+            facts.append(("patients in more than one subgroup", count(s["patients_varying"])))
+        if s.get("why_no_gap"):
+            facts.append(("no gap", str(s["why_no_gap"])))
         rows = []
         for g in groups_of(d, attr):
             rows.append(
@@ -160,7 +185,8 @@ def attr_summaries(d: dict) -> list[AttrSummary]:
             AttrSummary(
                 attr=attr,
                 fg=_value(s.get("gap"), s.get("gap_ci")),
-                p=p_value(s.get("p_value")),
+                fg_adjusted=_value(s.get("gap_adjusted"), s.get("gap_adjusted_ci")),
+                p=p_with_holm(s.get("p_value"), s.get("p_value_holm")),
                 best=str(s.get("best_group") or MISSING),
                 worst=str(s.get("worst_group") or MISSING),
                 facts=facts,
@@ -183,7 +209,8 @@ def label_tables(d: dict) -> list[Table]:
     for attr in attrs_of(d):
         groups = groups_of(d, attr)
         with_balanced = any(label_attr(d, lab, attr).get("balanced") for lab in labels_of(d))
-        columns = ["Label", "n", "Positives", "AUC (all)", *groups, "Gap", "Worst"]
+        with_q = any(not is_missing(label_attr(d, lab, attr).get("q_value")) for lab in labels_of(d))
+        columns = ["Label", "n", "Positives", "AUC (all)", *groups, "Gap", *(["Gap q"] if with_q else []), "Worst"]
         if with_balanced:
             columns.append(BALANCED_COLUMN)
         rows = []
@@ -199,7 +226,10 @@ def label_tables(d: dict) -> list[Table]:
             for g in groups:
                 ge = group_entry(d, lab, attr, g)
                 row.append(_value(ge.get("auc"), ge.get("ci"), strong=g == worst))
-            row += [_value(a.get("gap"), a.get("gap_ci")), _text(worst)]
+            row.append(_value(a.get("gap"), a.get("gap_ci")))
+            if with_q:
+                row.append(Cell(p_value(a.get("q_value"))))
+            row.append(_text(worst))
             if with_balanced:
                 row.append(Cell(_balanced(a.get("balanced"))))
             rows.append(row)
@@ -210,8 +240,9 @@ def label_tables(d: dict) -> list[Table]:
                     title=f"Per label, by {attr}: AUC{ci}",
                     columns=columns,
                     rows=rows,
-                    numeric=[False] + [True] * (len(groups) + 4) + [False] * (1 + with_balanced),
-                    caption="The worst subgroup's AUC is in bold.",
+                    numeric=[False] + [True] * (len(groups) + 4 + with_q) + [False] * (1 + with_balanced),
+                    caption="The worst subgroup's AUC is in bold."
+                    + (" Gap q: the gap test's p-value, Benjamini-Hochberg over the labels." if with_q else ""),
                 ),
                 ci,
             )
@@ -257,15 +288,15 @@ def threshold_table(d: dict) -> Table | None:
     values = (d.get("thresholds") or {}).get("values") or {}
     columns, numeric = ["Label", "Threshold"], [False, True]
     for attr in attrs_of(d):
-        columns += [f"TPR gap ({attr})", f"FPR gap ({attr})", f"FNR gap ({attr})"]
-        numeric += [True] * 3
+        columns += [f"TPR gap ({attr})", f"FPR gap ({attr})", f"FNR gap ({attr})", f"EO gap ({attr})"]
+        numeric += [True] * 4
     rows = []
     for lab in labels_of(d):
         thr = values.get(lab)
         row = [Cell(label_name(lab)), Cell(MISSING if is_missing(thr) else f"{thr:.3g}")]
         for attr in attrs_of(d):
             tg = label_attr(d, lab, attr).get("threshold_gaps") or {}
-            row += [_value(tg.get(k), tg.get(f"{k}_ci")) for k in ("tpr", "fpr", "fnr")]
+            row += [_value(tg.get(k), tg.get(f"{k}_ci")) for k in ("tpr", "fpr", "fnr", "equalized_odds")]
         rows.append(row)
     return Table(
         key="thresholds",
@@ -273,7 +304,8 @@ def threshold_table(d: dict) -> Table | None:
         columns=columns,
         rows=rows,
         numeric=numeric,
-        caption="Rates in points (fraction × 100); thresholds are probabilities.",
+        caption="Rates in points (fraction × 100); thresholds are probabilities. EO gap (equalized odds): the "
+        "larger of the TPR and FPR gaps.",
     )
 
 
@@ -341,11 +373,11 @@ def subgroup_detail_table(d: dict, attr: str) -> Table:
 # --- comparisons ---------------------------------------------------------------------------------------
 
 
-def _diff(x, ci) -> Cell:
+def _diff(x, ci, holm=None) -> Cell:
+    """A paired difference: value (marked when its interval excludes 0), interval and Holm-adjusted p."""
     marked = excludes_zero(ci)
-    return Cell(
-        pts(x, signed=True) + (EXCLUDES_ZERO_MARK if marked else ""), interval(ci, signed=True), marked
-    )
+    extra = "" if is_missing(holm) else f"p {p_value(holm)}"
+    return Cell(pts(x, signed=True) + (EXCLUDES_ZERO_MARK if marked else ""), interval(ci, signed=True), marked, extra)
 
 
 def comparison_facts(d: dict) -> list[tuple[str, str]]:
@@ -383,9 +415,12 @@ def comparison_table(d: dict) -> Table:
         if name == ref or not p:
             row += [Cell("reference" if name == ref else MISSING)] * (1 + len(attrs))
         else:
-            row.append(_diff(p.get("mean_auc_diff"), p.get("mean_auc_diff_ci")))
+            row.append(_diff(p.get("mean_auc_diff"), p.get("mean_auc_diff_ci"), p.get("mean_auc_diff_p_holm")))
             for a in attrs:
-                row.append(_diff((p.get("gap_diff") or {}).get(a), (p.get("gap_diff_ci") or {}).get(a)))
+                row.append(
+                    _diff((p.get("gap_diff") or {}).get(a), (p.get("gap_diff_ci") or {}).get(a),
+                          (p.get("gap_diff_p_holm") or {}).get(a))
+                )  # fmt: skip
         rows.append(row)
     return Table(
         key="comparison",
@@ -394,7 +429,8 @@ def comparison_table(d: dict) -> Table:
         rows=rows,
         numeric=[False] + [True] * (len(columns) - 1),
         caption=(
-            f"{EXCLUDES_ZERO_MARK} and bold: the interval of the difference excludes 0. FS = C − FG (higher is "
+            f"{EXCLUDES_ZERO_MARK} and bold: the interval of the difference excludes 0; p: paired bootstrap, "
+            f"Holm-adjusted over the table's differences (raw p in the JSON). FS = C − FG (higher is "
             f"fairer), C = the largest FG over the models + 1 point: "
             + ", ".join(f"{a} {pts(consts.get(a))}" for a in attrs)
             + "."

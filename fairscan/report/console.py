@@ -16,8 +16,11 @@ from rich.table import Table as RichTable
 from rich.text import Text
 
 from fairscan.report._format import (
+    ADJUSTED_NOTE,
     AUDIT_SCHEMA,
     COMPARISON_SCHEMA,
+    MISSING,
+    OLD_SCHEMAS,
     UNITS_NOTE,
     all_notes,
     check_schema,
@@ -45,9 +48,10 @@ NARROW_NOTE = "Intervals left out: the terminal is too narrow for them (see repo
 
 def _cell(c: Cell, *, two_lines: bool = True, intervals: bool = True) -> Text:
     t = Text(c.text, style="bold" if c.strong else "")
-    if c.ci and intervals:
-        t.append("\n" if two_lines else " ")
-        t.append(c.ci, style="dim")
+    for detail in (c.ci, c.extra) if intervals else ():
+        if detail:
+            t.append("\n" if two_lines else " ")
+            t.append(detail, style="dim")
     return t
 
 
@@ -196,7 +200,7 @@ def _summary_panel(d: dict, console: Console) -> Panel:
         head.append(s.fg.text, style="bold")
         if s.fg.ci:
             head.append(f" {s.fg.ci}")
-        head.append("  permutation p ", style="dim")
+        head.append("  p ", style="dim")
         head.append(s.p)
         head.append("  best ", style="dim")
         head.append(s.best, style="green")
@@ -205,6 +209,8 @@ def _summary_panel(d: dict, console: Console) -> Panel:
         parts += [head, _facts(s.facts)]
         if s.table is not None:
             parts += _fitted(console, s.table, console.width - 4, _ONE_LINE, title=False)
+    if any(s.fg_adjusted.text != MISSING for s in attr_summaries(d)):
+        parts.append(Text(ADJUSTED_NOTE, style="dim"))
     thr = thresholds_text(d)
     if thr:
         parts.append(Text(thr, style="dim"))
@@ -233,7 +239,7 @@ def _notes_panel(notes: list[str]) -> Panel | None:
 
 def render_audit(d: dict, console: Console, *, compact: bool = False) -> None:
     """Print a single-model audit (``fairscan.audit/1``): summary, per-label tables, notes."""
-    check_schema(d, AUDIT_SCHEMA)
+    check_schema(d, AUDIT_SCHEMA, *OLD_SCHEMAS)
     console.print(_summary_panel(d, console))
     for t in [compact_label_table(d)] if compact else label_tables(d):
         console.print()

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from fairscan.report._format import (
+    ADJUSTED_NOTE,
     AUDIT_SCHEMA,
     COMPARISON_SCHEMA,
+    OLD_SCHEMAS,
     UNITS_NOTE,
     all_notes,
     attrs_of,
@@ -54,12 +56,12 @@ def _units(d: dict) -> str:
 
 def _summary(d: dict, *, level: str = "##") -> list[str]:
     mean = mean_auc_cell(d)
-    lines = [f"**Mean AUC:** {mean.plain()}", ""]
+    lines = [f"**Mean AUC:** {mean.plain()}", "", f"_{_esc(ADJUSTED_NOTE)}_", ""]
     for s in attr_summaries(d):
         lines += [
             f"{level}# {_esc(s.attr)}",
             "",
-            f"**Fairness gap (FG):** {s.fg.plain()} · permutation p = {s.p} · best **{_esc(s.best)}** · "
+            f"**Fairness gap (FG):** {s.fg.plain()} · p = {s.p} · best **{_esc(s.best)}** · "
             f"worst **{_esc(s.worst)}**",
             "",
             _facts(s.facts),
@@ -78,7 +80,7 @@ def _notes(notes: list[str]) -> list[str]:
 
 def audit_markdown(d: dict) -> str:
     """A single-model audit (``fairscan.audit/1``) as one Markdown document."""
-    check_schema(d, AUDIT_SCHEMA)
+    check_schema(d, AUDIT_SCHEMA, *OLD_SCHEMAS)
     lines = [f"# Fairness audit: {_esc(d.get('model', ''))}", "", _facts(header_facts(d)), "", _units(d), ""]
     lines += ["## Summary", "", *_summary(d)]
     thr = thresholds_text(d)

@@ -614,9 +614,7 @@ def run_study(
 
 def study_dict(plan: Plan, *, progress=None) -> dict[str, Any]:
     """Audit every row's predictions together (paired bootstrap) and lay the paper's numbers beside ours."""
-    import numpy as np
-
-    from fairscan.fairness.compare import compare
+    from fairscan.fairness.compare import compare, comparison_dict
 
     cfg = plan.study.audit_config()
     files, names, index = [], [], {}
@@ -630,87 +628,16 @@ def study_dict(plan: Plan, *, progress=None) -> dict[str, Any]:
         audits, comparison = result.audits, result.to_dict()
     else:  # one model, one seed: its audit, laid out as a comparison of one
         from fairscan.fairness.audit import audit
-        from fairscan.fairness.compare import _comparison_dict
 
         audits = [audit(files[0], config=cfg, name=names[0], progress=progress)]
-        comparison = _comparison_dict(audits, names[0], cfg)
+        comparison = comparison_dict(audits, names[0], cfg)
     attrs = [a for a in cfg.attrs if a in ("sex", "race")]
     metrics = ["mean_auc", *[f"gap_{a}" for a in attrs]]
-    level = cfg.ci_level
-
-    def point(a, m: str) -> float | None:
-        return a.mean_auc if m == "mean_auc" else a.gap(m.removeprefix("gap_"))
-
-    def reps(a, m: str):
-        key = "mean_auc" if m == "mean_auc" else f"gap:{m.removeprefix('gap_')}"
-        return a.replicates.get(key)
-
-    def row_reps(name: str, m: str):
-        arrays = [reps(audits[index[(name, s)]], m) for s in plan.seeds]
-        if any(x is None for x in arrays):
-            return None
-        return np.mean(np.stack(arrays), axis=0)
-
-    rows = []
-    for r in plan.rows:
-        entry: dict[str, Any] = {
-            "preset": r.preset.name,
-            "label": r.label,
-            "title": r.preset.title,
-            "metrics": {},
-        }
-        expected = r.expected.metrics() if r.expected is not None else {}
-        for m in metrics:
-            values = [point(audits[index[(r.preset.name, s)]], m) for s in plan.seeds]
-            known = [v for v in values if v is not None]
-            mean = float(np.mean(known)) if len(known) == len(values) and known else None
-            sd = float(np.std(known, ddof=1)) if len(known) > 1 and mean is not None else None
-            ci = _ci(row_reps(r.preset.name, m), level, cfg.n_boot)
-            paper = expected.get(m)
-            paper = None if paper is None else paper / 100.0
-            entry["metrics"][m] = {
-                "values": values, "mean": mean, "sd": sd, "ci": ci, "paper": paper,
-                "diff": None if paper is None or mean is None else mean - paper,
-            }  # fmt: skip
-        entry["expected_source"] = r.expected.source if r.expected is not None else None
-        entry["claims"] = list(r.expected.claims) if r.expected is not None else []
-        entry["groups"] = _groups(r, plan.seeds, audits, index, attrs)
-        entry["labels"] = _labels(r, plan.seeds, audits, index, attrs)
-        rows.append(entry)
+    seeds = _SeedTable(plan, audits, index, cfg)
+    rows = [_study_row(r, metrics, seeds, plan, audits, index, attrs) for r in plan.rows]
     by_name = {row["preset"]: row for row in rows}
     section = plan.study.study if plan.study.stage == "study" else None
-    comparisons = []
-    for comp in section.comparisons if section else []:
-        out: dict[str, Any] = {
-            "name": comp.name, "model": comp.model, "reference": comp.reference, "paper_says": comp.paper,
-            "metrics": {},
-        }  # fmt: skip
-        for m in metrics:
-            sides = []
-            for group in (comp.model, comp.reference):
-                pts = [by_name[n]["metrics"][m]["mean"] for n in group]
-                paper = [by_name[n]["metrics"][m]["paper"] for n in group]
-                rr = [row_reps(n, m) for n in group]
-                sides.append(
-                    (
-                        None if any(p is None for p in pts) else float(np.mean(pts)),
-                        None if any(p is None for p in paper) else float(np.mean(paper)),
-                        None if any(x is None for x in rr) else np.mean(np.stack(rr), axis=0),
-                    )
-                )
-            (a, pa, ra), (b, pb, rb) = sides
-            diff = None if a is None or b is None else a - b
-            ci = _ci(ra - rb, level, cfg.n_boot) if ra is not None and rb is not None else None
-            expect = comp.expect.get(m)
-            out["metrics"][m] = {
-                "diff": diff,
-                "ci": ci,
-                "paper_diff": None if pa is None or pb is None else pa - pb,
-                "expect": expect,
-                "agrees": _agrees(diff, expect),
-                "significant": ci is not None and (ci[0] > 0 or ci[1] < 0),
-            }
-        comparisons.append(out)
+    comparisons = [_comparison(comp, metrics, seeds, by_name) for comp in (section.comparisons if section else [])]
     checks = _checks(section, rows) if section else []
     return {
         "schema": STUDY_SCHEMA,
@@ -721,7 +648,7 @@ def study_dict(plan: Plan, *, progress=None) -> dict[str, Any]:
         "quick": plan.study.quick,
         "seeds": plan.seeds,
         "units": "fraction",
-        "ci_level": level,
+        "ci_level": cfg.ci_level,
         "metrics": metrics,
         "rows": rows,
         "comparisons": comparisons,
@@ -736,11 +663,94 @@ def study_dict(plan: Plan, *, progress=None) -> dict[str, Any]:
     }
 
 
-def _ci(x, level: float, n_boot: int) -> list[float] | None:
-    """Percentile interval over replicates, by the audit's own rule."""
-    from fairscan.fairness.audit import boot_min_count, percentile_ci
+class _SeedTable:
+    """Each row's metric per seed: point estimates, bootstrap replicates and what they are centred on."""
 
-    return percentile_ci(x, level, min_count=boot_min_count(n_boot))
+    def __init__(self, plan: Plan, audits, index, cfg):
+        self.seeds, self.audits, self.index, self.cfg = plan.seeds, audits, index, cfg
+
+    def of(self, name: str, m: str, seed: int):
+        """(point, replicates, centre) of metric ``m`` (``mean_auc`` or ``gap_<attr>``) for one run."""
+        from fairscan.fairness.compare import metric
+
+        key = "mean_auc" if m == "mean_auc" else f"gap:{m.removeprefix('gap_')}"
+        return metric(self.audits[self.index[(name, seed)]], key)
+
+    def side(self, group: list[str], m: str, seed: int):
+        """The mean over the rows of ``group`` at one seed: (point, replicates, centre), None where missing."""
+        import numpy as np
+
+        runs = [self.of(n, m, seed) for n in group]
+        point = None if any(p is None for p, _, _ in runs) else float(np.mean([p for p, _, _ in runs]))
+        reps = None if any(r is None for _, r, _ in runs) else np.mean([r for _, r, _ in runs], axis=0)
+        centre = None if any(c is None for _, _, c in runs) else float(np.mean([c for _, _, c in runs]))
+        return point, reps, centre
+
+    def mean_over_seeds(self, group: list[str], m: str):
+        """The seed mean: (per-seed points, replicates of the seed mean, its centre)."""
+        import numpy as np
+
+        sides = [self.side(group, m, s) for s in self.seeds]
+        reps = None if any(r is None for _, r, _ in sides) else np.mean([r for _, r, _ in sides], axis=0)
+        centre = None if any(c is None for _, _, c in sides) else float(np.mean([c for _, _, c in sides]))
+        return [p for p, _, _ in sides], reps, centre
+
+
+def _study_row(r: Row, metrics, seeds: _SeedTable, plan: Plan, audits, index, attrs) -> dict[str, Any]:
+    import numpy as np
+
+    from fairscan.fairness import stats
+
+    entry: dict[str, Any] = {"preset": r.preset.name, "label": r.label, "title": r.preset.title, "metrics": {}}
+    expected = r.expected.metrics() if r.expected is not None else {}
+    for m in metrics:
+        values, reps, centre = seeds.mean_over_seeds([r.preset.name], m)
+        known = [v for v in values if v is not None]
+        mean = float(np.mean(known)) if len(known) == len(values) and known else None
+        sd = float(np.std(known, ddof=1)) if len(known) > 1 and mean is not None else None
+        ci = stats.interval(mean, reps, centre, seeds.cfg.ci_level, min_count=stats.boot_min_count(seeds.cfg.n_boot))
+        paper = expected.get(m)
+        paper = None if paper is None else paper / 100.0
+        entry["metrics"][m] = {
+            "values": values, "mean": mean, "sd": sd, "ci": ci, "paper": paper,
+            "diff": None if paper is None or mean is None else mean - paper,
+        }  # fmt: skip
+    entry["expected_source"] = r.expected.source if r.expected is not None else None
+    entry["claims"] = list(r.expected.claims) if r.expected is not None else []
+    entry["groups"] = _groups(r, plan.seeds, audits, index, attrs)
+    entry["labels"] = _labels(r, plan.seeds, audits, index, attrs)
+    return entry
+
+
+def _comparison(comp, metrics, seeds: _SeedTable, by_name: dict) -> dict[str, Any]:
+    """One comparison the paper draws (model minus reference, each a row or the mean of rows), paired by seed:
+    the seed mean of the per-seed differences, with the between-seed variance in its interval and p-value."""
+    import numpy as np
+
+    from fairscan.fairness import stats
+
+    out: dict[str, Any] = {
+        "name": comp.name, "model": comp.model, "reference": comp.reference, "paper_says": comp.paper,
+        "metrics": {},
+    }  # fmt: skip
+    for m in metrics:
+        (pa, ra, ca), (pb, rb, cb) = (seeds.mean_over_seeds(group, m) for group in (comp.model, comp.reference))
+        per_seed = [None if a is None or b is None else a - b for a, b in zip(pa, pb, strict=True)]
+        reps = ra - rb if ra is not None and rb is not None else None
+        centre = None if ca is None or cb is None else ca - cb
+        test = stats.seed_difference(per_seed, reps, centre, seeds.cfg.ci_level,
+                                     min_count=stats.boot_min_count(seeds.cfg.n_boot))  # fmt: skip
+        paper = [[by_name[n]["metrics"][m]["paper"] for n in group] for group in (comp.model, comp.reference)]
+        known = all(p is not None for side in paper for p in side)
+        expect = comp.expect.get(m)
+        out["metrics"][m] = {
+            "diff": test["diff"], "ci": test["ci"], "p_value": test["p_value"], "method": test["method"],
+            "seed_sd": test["seed_sd"],
+            "paper_diff": float(np.mean(paper[0]) - np.mean(paper[1])) if known else None,
+            "expect": expect, "agrees": _agrees(test["diff"], expect),
+            "significant": test["p_value"] is not None and test["p_value"] <= 1 - seeds.cfg.ci_level + 1e-12,
+        }  # fmt: skip
+    return out
 
 
 def _agrees(value: float | None, expect: str | None) -> bool | None:
