@@ -101,7 +101,7 @@ def _one_side(args) -> dict:
     import sklearn.model_selection
     import sklearn.pipeline  # noqa: F401
 
-    import fairscan.fairness.audit
+    import fairscan.fairness.groups
     import fairscan.representations.probe  # noqa: F401
 
     features = _data(args)

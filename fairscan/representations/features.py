@@ -205,7 +205,7 @@ def from_predictions(preds: Predictions) -> Features:
 def subgroups(features: Features, name: str, age_bins: list[float]) -> tuple[np.ndarray, list[str]]:
     """Group codes per row (-1 = missing) and group names of attribute ``name``, as the audit forms them
     (numeric columns such as age in bins, canonical orders for sex and race, ``sex+race`` intersections)."""
-    from fairscan.fairness.audit import INTERSECT, _build_attrs
+    from fairscan.fairness.groups import INTERSECT, build_attributes
 
     for part in name.split(INTERSECT):
         if part.strip() not in features.frame.columns:
@@ -213,7 +213,7 @@ def subgroups(features: Features, name: str, age_bins: list[float]) -> tuple[np.
                 f"{features.source}: no column {part.strip()!r} to read subgroups from",
                 hint=f"columns that could be attributes: {', '.join(map(str, features.attribute_columns)) or '(none)'}",
             )
-    (attr,) = _build_attrs(features.frame, [name], age_bins, features.source)
+    (attr,) = build_attributes(features.frame, [name], age_bins, features.source)
     return attr.codes, list(attr.groups)
 
 
