@@ -70,8 +70,6 @@ def test_the_issues_mapping_audits_glockers_file_as_published(glocker, run_cli):
         "race",
         "--intervals",
         "none",
-        "--permutations",
-        "0",
         "--json",
     )
     assert code == 0, err
@@ -100,10 +98,24 @@ def test_repeated_images_are_noted_and_dedupe_moves_fg_sex_from_0_56_to_1_32(glo
     assert (
         once.frame["path"].tolist() == pd.read_csv(path)["Path"].drop_duplicates().tolist()
     )  # first rows kept
-    before = fairscan.audit(preds, attrs=["sex", "race"], intervals="none", permutations=0)
-    after = fairscan.audit(once, attrs=["sex", "race"], intervals="none", permutations=0)
+    before = fairscan.audit(preds, attrs=["sex", "race"], intervals="none")
+    after = fairscan.audit(once, attrs=["sex", "race"], intervals="none")
     assert round(100 * before.gap("sex"), 2) == 0.56
     assert round(100 * after.gap("sex"), 2) == 1.32
+    assert repeats.note() in before.notes  # the audit says the copies are there
+
+
+def test_the_audit_dedupes_by_path_when_asked(glocker, run_cli):
+    path, mapping = glocker
+    code, out, err = run_cli("audit", path, "--mapping", mapping, "--attrs", "sex", "race", "--intervals", "none",
+                             "--dedupe", "path", "--json")  # fmt: skip
+    assert code == 0, err
+    d = json.loads(out)
+    assert d["n_images"] == 2652 and round(100 * d["summary"]["attrs"]["sex"]["gap"], 2) == 1.32
+    assert "kept one row per path: 348 repeated rows dropped (3,000 rows -> 2,652 images)" in d["notes"]
+    assert d["settings"]["dedupe"] == "path"
+    code, _, err = run_cli("audit", path, "--mapping", mapping, "--attrs", "sex", "--dedupe", "Path")
+    assert code == 2 and "no column 'Path'" in err
 
 
 def test_copies_that_disagree_are_counted():

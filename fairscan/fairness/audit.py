@@ -61,6 +61,7 @@ class AuditConfig(BaseModel):
     target_fpr: float = Field(0.2, gt=0, lt=1)
     tune_thresholds_on_test: bool = False
     ece_bins: int = Field(10, ge=2)
+    dedupe: str | None = None  # a column naming the image (path): one row per image, the first
     # fairscan 0.1's permutation test (it tested exchangeable groups, not equal AUCs); accepted, ignored
     permutations: int | None = Field(None, exclude=True)
 
@@ -139,6 +140,17 @@ def stem(source: str) -> str:
     return name or "predictions"
 
 
+def _one_row_per_image(preds: Predictions, by: str | None) -> tuple[Predictions, list[str]]:
+    """With ``by`` (``--dedupe path``) one row per image and a note of what was dropped; without, a note when
+    a ``path`` column shows that rows repeat images (a sample drawn with replacement)."""
+    from fairscan.schema import dedupe, repeated_images
+
+    repeats = repeated_images(preds, by=by or "path")
+    if by is None:
+        return preds, [repeats.note()] if repeats else []
+    return dedupe(preds, by), [repeats.deduped_note()] if repeats else []
+
+
 @dataclass
 class _Label:
     """One label's audited rows (those with a label), sorted by score, with their full-set segments."""
@@ -164,8 +176,9 @@ class _Auditor:
                 "DeLong intervals cover one balanced draw, not an average of several",
                 hint="use --intervals bootstrap with --balanced-draws, or --balanced-draws 1",
             )
+        preds, repeats = _one_row_per_image(preds, cfg.dedupe)
         self.p, self.cfg, self.progress, self.thr_source = preds, cfg, progress, thresholds_from
-        self.notes: list[str] = list(preds.notes)
+        self.notes: list[str] = list(preds.notes) + repeats
         if cfg.permutations is not None:
             self.notes.append(PERMUTATIONS_GONE)
         self.name = name or stem(preds.source)
