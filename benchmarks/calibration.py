@@ -9,7 +9,7 @@ Carlo standard error), power under planted gaps, bias, RMSE and coverage of the 
 bias-adjusted form, and the same for fairscan 0.1's behaviour in the same run -- its permutation test, run
 from a git worktree at ``--old-ref`` in a subprocess on the same datasets (size-adjusted power where its
 size falls outside the [3%, 7%] window). Results are cached per dataset in ``--cache`` (JSON lines), so an
-interrupted study resumes; the cache is keyed by the replicate count and a fingerprint of what the audit
+interrupted study resumes; the cache is keyed by the replicate count and fingerprints of what the audit
 computes (so it survives edits that change no number).
 """
 
@@ -166,22 +166,39 @@ def old_worker(name: str, seeds: list[int], perms: int) -> None:
 # ---------------------------------------------------------------------------------------------- caching
 
 
-def code_hash() -> str:
-    """A fingerprint of what the statistics compute (not of the code's text): the audit, a comparison and a
-    balanced audit of one small simulated dataset, hashed. Editing a comment keeps the cache; changing a
-    number the study measures invalidates it."""
+def fingerprints() -> dict[str, str]:
+    """What the statistics compute (not the code's text), per kind of computation: a full-set audit, a
+    balanced one, a comparison and a seed difference of one small simulated dataset, each hashed. A scenario's
+    cache is keyed by the kinds it uses, so editing a comment keeps every cache, and changing the balanced
+    draws keeps the full-set scenarios'."""
     import fairscan
+    from fairscan.fairness import stats
 
     sim = simulator()
     frames = sim.simulate(sim.Scenario(patients=300, labels=TWO, images_per_patient=2, patient_sd=0.5), 0, models=2,
                           model_sd=0.5)  # fmt: skip
-    parts = [fairscan.audit(frames[0], attrs=["sex", "race"], n_boot=50, **kw).to_dict()["summary"]
-             for kw in ({}, {"balanced_test": True})]  # fmt: skip
-    parts.append(fairscan.compare(frames, attrs=["race"], n_boot=50).to_dict()["comparison"]["paired"])
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    parts = {
+        "audit": fairscan.audit(frames[0], attrs=["sex", "race"], n_boot=50).to_dict()["summary"],
+        "balanced": fairscan.audit(frames[0], attrs=["sex", "race"], n_boot=50, balanced_test=True).to_dict()["summary"],
+        "compare": fairscan.compare(frames, attrs=["race"], n_boot=50).to_dict()["comparison"]["paired"],
+        "seeds": [stats.seed_difference([0.01, 0.02, k / 100], np.linspace(0, 0.03, 50), None, 0.95) for k in (1, 5)],
+    }  # fmt: skip
+    return {k: hashlib.sha256(json.dumps(v, sort_keys=True, default=str).encode()).hexdigest()[:8] for k, v in parts.items()}
+
+
+def kinds(spec: dict) -> list[str]:
+    out = ["audit"]
+    if spec.get("audit", {}).get("balanced_test"):
+        out.append("balanced")
+    if spec["kind"] in ("compare", "seeds"):
+        out.append(spec["kind"])
+    return out
 
 
 class Cache:
+    """Results per dataset, one JSON-lines file per scenario and implementation, named by the scenario, the
+    replicate count and the fingerprints of what it computes."""
+
     def __init__(self, folder: Path, tag: str):
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
@@ -332,11 +349,11 @@ def main() -> None:
     specs = scenarios(sim)
     if args.only:
         specs = {k: v for k, v in specs.items() if any(o in k for o in args.only)}
-    fingerprint = code_hash()
-    cache = Cache(args.cache, f"{fingerprint}-b{args.boot}")
+    prints = fingerprints()
     old_root = None if args.no_old else _old_worktree(args.old_ref)
     results_new, results_old = {}, {}
-    jobs = [(name, args.datasets, args.boot, args.cache, cache.tag, old_root) for name in specs]
+    tags = {name: "-".join(prints[k] for k in kinds(spec)) + f"-b{args.boot}" for name, spec in specs.items()}
+    jobs = [(name, args.datasets, args.boot, args.cache, tags[name], old_root) for name in specs]
     jobs.sort(key=lambda job: -specs[job[0]]["sc"].patients * len(specs[job[0]]["sc"].labels))  # biggest first
     try:
         if args.jobs > 1:  # datasets in parallel processes, one numba thread each (threads oversubscribe)
@@ -355,7 +372,7 @@ def main() -> None:
         if old_root is not None:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(old_root)], capture_output=True)
     print(f"calibration study: {args.datasets} datasets per scenario, {args.boot} bootstrap replicates per test "
-          f"(0.1's test: as many permutations); statistics fingerprint {fingerprint}")  # fmt: skip
+          f"(0.1's test: as many permutations); fingerprints {prints}")  # fmt: skip
     for name, spec in specs.items():
         new, old = results_new[name], results_old.get(name)
         print(f"\n{name}")

@@ -100,15 +100,36 @@ def read_table(path: str | os.PathLike, **csv_kwargs: Any):
         ) from exc
 
 
-def write_table(df, path: str | os.PathLike) -> Path:
-    """Write a DataFrame atomically as parquet or CSV (by suffix)."""
+def write_table(df, path: str | os.PathLike, metadata: dict[str, Any] | None = None) -> Path:
+    """Write a DataFrame atomically as parquet or CSV (by suffix). A parquet file carries ``metadata`` (JSON)
+    under the key-value key ``fairscan``: the provenance that `predict`, `ensemble` and `embed` leave."""
     fmt = table_format(path)
     with atomic_path(path) as tmp:
-        if fmt == "parquet":
+        if fmt == "parquet" and metadata is not None:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            table = pa.Table.from_pandas(df, preserve_index=False)
+            meta = {**(table.schema.metadata or {}), b"fairscan": json.dumps(metadata, default=str).encode()}
+            pq.write_table(table.replace_schema_metadata(meta), tmp)
+        elif fmt == "parquet":
             df.to_parquet(tmp, index=False)
         else:
             df.to_csv(tmp, index=False, sep="\t" if fmt == "tsv" else ",")
     return Path(path)
+
+
+def parquet_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """The ``fairscan`` key-value metadata of a parquet file; {} for other files or when there is none."""
+    if not str(path).endswith(".parquet"):
+        return {}
+    try:
+        import pyarrow.parquet as pq
+
+        raw = (pq.read_schema(path).metadata or {}).get(b"fairscan")
+        return json.loads(raw) if raw else {}
+    except Exception:  # a provenance that cannot be read is no reason to refuse the table
+        return {}
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

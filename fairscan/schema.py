@@ -330,36 +330,104 @@ def read_predictions(path: str | os.PathLike, mapping: dict | None = None) -> Pr
 
 def _read_provenance(path) -> dict:
     """Provenance that `predict` and `ensemble` store in the parquet's key-value metadata."""
-    import json
+    from fairscan.io import parquet_metadata
 
-    if not str(path).endswith(".parquet"):
-        return {}
-    try:
-        import pyarrow.parquet as pq
+    return parquet_metadata(path)
 
-        meta = pq.read_schema(path).metadata or {}
-        raw = meta.get(b"fairscan")
-        return json.loads(raw) if raw else {}
-    except Exception:
-        return {}
+
+@dataclass(frozen=True)
+class RepeatedImages:
+    """Rows that show the same image (the same value of ``column``, e.g. ``path``): a sample drawn with
+    replacement, or a file concatenated twice. Copies are not independent images: they narrow intervals and
+    weigh some images more than others."""
+
+    column: str
+    rows: int
+    images: int  # distinct values of the column
+    repeated: int  # images with more than one row
+    conflicting: int  # repeated images whose copies differ in a label or an attribute
+
+    @property
+    def extra_rows(self) -> int:
+        return self.rows - self.images
+
+    def note(self) -> str:
+        """What to tell a user about a table that still holds the copies."""
+        text = (
+            f"{self.extra_rows:,} of {self.rows:,} rows repeat {self.repeated:,} images (same {self.column}): "
+            f"{self.images:,} distinct images; copies count as independent images unless "
+            f"--dedupe {self.column} keeps one row per image"
+        )
+        return text + self._conflicts()
+
+    def deduped_note(self) -> str:
+        """What to tell a user once :func:`dedupe` has kept one row per image."""
+        text = (
+            f"kept one row per {self.column}: {self.extra_rows:,} repeated rows dropped "
+            f"({self.rows:,} rows -> {self.images:,} images)"
+        )
+        return text + self._conflicts()
+
+    def _conflicts(self) -> str:
+        if not self.conflicting:
+            return ""
+        return (
+            f"; {self.conflicting:,} of these images have copies that disagree in a label or an attribute "
+            "(the first row is the one kept by --dedupe)"
+        )
+
+
+def _frame(table: Predictions | pd.DataFrame) -> pd.DataFrame:
+    return table.frame if isinstance(table, Predictions) else table
+
+
+def repeated_images(table: Predictions | pd.DataFrame, by: str = "path") -> RepeatedImages | None:
+    """The repeated images of a table by column ``by``; None when it has no such column or none repeats."""
+    frame = _frame(table)
+    if by not in frame.columns:
+        return None
+    key = frame[by].astype("string")
+    if key.isna().any():
+        return None  # rows without a path cannot be matched; nothing to say about them
+    images = int(key.nunique())
+    if images == len(frame):
+        return None
+    dup = key.duplicated(keep=False)
+    repeated = int(key[dup].nunique())
+    compare = [c for c in frame.columns if c.startswith(LABEL_PREFIX)]
+    if isinstance(table, Predictions):
+        compare += [c for c in table.attribute_columns if c != by]
+    copies = frame.loc[dup, compare].astype("string").fillna("<NA>").assign(_key=key[dup])
+    conflicting = int((copies.groupby("_key").nunique() > 1).any(axis=1).sum()) if compare else 0
+    return RepeatedImages(by, len(frame), images, repeated, conflicting)
+
+
+def dedupe(table: Predictions | pd.DataFrame, by: str = "path", *, source: str | None = None):
+    """One row per image: the first row of each value of column ``by``; returns the same kind of table."""
+    import dataclasses
+
+    frame = _frame(table)
+    source = source or (table.source if isinstance(table, Predictions) else "table")
+    if by not in frame.columns:
+        raise InputError(
+            f"{source}: --dedupe {by}: no column {by!r}",
+            hint="name the column that identifies an image (e.g. path); with a --mapping, map it with `path:`",
+        )
+    key = frame[by].astype("string")
+    if key.isna().any():
+        raise InputError(
+            f"{source}: --dedupe {by}: {int(key.isna().sum())} row(s) have no {by}",
+            hint=f"fill {by} for every row, or dedupe by another column",
+        )
+    kept = frame[~key.duplicated()].reset_index(drop=True)
+    if isinstance(table, Predictions):
+        return dataclasses.replace(table, frame=kept)
+    return kept
 
 
 def write_predictions(df: pd.DataFrame, path: str | os.PathLike, provenance: dict | None = None) -> Path:
     """Write a predictions table (validated first) atomically; parquet files carry ``provenance``."""
-    import json
-
-    from fairscan.io import atomic_path, table_format, write_table
+    from fairscan.io import write_table
 
     validate_predictions(df, path)
-    if table_format(path) != "parquet":
-        return write_table(df, path)
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    table = pa.Table.from_pandas(df, preserve_index=False)
-    meta = dict(table.schema.metadata or {})
-    meta[b"fairscan"] = json.dumps({"schema": SCHEMA_VERSION, **(provenance or {})}, default=str).encode()
-    table = table.replace_schema_metadata(meta)
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp)
-    return Path(path)
+    return write_table(df, path, metadata={"schema": SCHEMA_VERSION, **(provenance or {})})

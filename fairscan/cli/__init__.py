@@ -98,6 +98,8 @@ def _root(
 
 def _register() -> None:
     from fairscan.cli import audit, demo, ensemble, finetune, models, prepare, presets, pretrain, study
+    from fairscan.cli import inspect as inspect_cli
+    from fairscan.cli import probe as probe_cli
 
     app.add_typer(prepare.app, name="prepare", cls=_ErrorMappingGroup)
     app.command("pretrain", no_args_is_help=False)(pretrain.pretrain)
@@ -105,6 +107,8 @@ def _register() -> None:
     app.command("predict", no_args_is_help=True)(finetune.predict)
     app.command("audit", no_args_is_help=True)(audit.audit)
     app.command("ensemble", no_args_is_help=True)(ensemble.ensemble)
+    app.command("probe", no_args_is_help=True)(probe_cli.probe)
+    app.command("inspect", no_args_is_help=True)(inspect_cli.inspect)
     app.command("demo")(demo.demo)
     app.add_typer(models.app, name="models", cls=_ErrorMappingGroup)
     app.add_typer(presets.app, name="presets", cls=_ErrorMappingGroup)

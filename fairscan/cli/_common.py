@@ -43,6 +43,8 @@ GREEDY_OPTIONS: dict[str, dict[str, bool]] = {
     "audit": {"--attrs": True, "--labels": True, "--names": True},
     "ensemble": {"--weights": True, "--labels": True},
     "pretrain": {"--manifest": False},
+    "probe": {"--target": True},
+    "inspect": {"--attrs": True},
 }
 
 

@@ -90,6 +90,9 @@ def audit(
     mapping: Annotated[
         Path, typer.Option("--mapping", help="YAML/JSON mapping for outside formats (see README).")
     ] = None,
+    dedupe: Annotated[
+        str, typer.Option("--dedupe", help="Keep one row per value of this column (e.g. path): repeated images.")
+    ] = None,
     names: Annotated[list[str], typer.Option("--names", help="Model names, one per file.")] = None,
     reference: Annotated[str, typer.Option("--reference", help="Model the others are compared with.")] = None,
     max_gap: Annotated[
@@ -143,6 +146,8 @@ def audit(
     )
     if permutations is not None:
         settings["permutations"] = permutations
+    if dedupe is not None:
+        settings["dedupe"] = dedupe
     if attrs:
         settings["attrs"] = attrs
     if labels:

@@ -44,6 +44,11 @@ class ComparisonResult:
 
         return copy.deepcopy(self._dict)
 
+    def _repr_html_(self) -> str:
+        from fairscan.report.html import comparison_fragment
+
+        return comparison_fragment(self._dict)
+
     def table(self):
         import pandas as pd
 

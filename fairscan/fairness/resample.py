@@ -68,7 +68,8 @@ class BalanceCells:
     cell_seg: np.ndarray  # the cell's group segment id
     cell_size: np.ndarray  # images in the cell
     patients: tuple  # (start, patient, images): CSR of each cell's patients
-    attr_keys: np.ndarray  # uint64, one per attribute: (seed, label, attribute) hashed
+    attr_keys: np.ndarray  # uint64, one per attribute: (seed, label, attribute) hashed (the point estimate)
+    label_key: np.ndarray  # uint64, (seed, label) hashed (the replicates' draws)
     img_keys: np.ndarray  # uint64, one per row
     per_attr: list[dict[str, int] | None]  # n_per_group and n_pos_per_group, or None (no draw)
 
@@ -79,7 +80,7 @@ class BalanceCells:
     @property
     def arrays(self) -> tuple:
         """What ``kernels.balanced_segment_aucs`` takes."""
-        return (self.row_cell, self.cell_class, self.cell_col, *self.patients, self.attr_keys, self.img_keys)
+        return (self.row_cell, self.cell_class, self.cell_col, *self.patients, self.label_key, self.img_keys)
 
     def point_counts(self, n_draws: int) -> np.ndarray:
         """The point estimate's draws, (rows, draws x attributes) of 0/1: in every cell the images with the
@@ -162,5 +163,6 @@ def balance_cells(
         patients=(ints(pstart), np.concatenate(ppat).astype(np.int64) if ppat else ints([]),
                   np.concatenate(pcnt).astype(np.float64) if pcnt else np.zeros(0)),
         attr_keys=np.asarray(attr_keys, dtype=np.uint64), img_keys=np.ascontiguousarray(keys, dtype=np.uint64),
+        label_key=np.asarray([name_key("balance", seed, label)], dtype=np.uint64),
         per_attr=per_attr,
     )  # fmt: skip

@@ -281,3 +281,74 @@ def comparison_scatter_figure(d: dict) -> str:
             ax.margins(x=0.25, y=0.2)
         axes[0].set_ylabel("Mean AUC (points)")
         return _data_uri(fig)
+
+
+def _panels(fig, n: int, cols: int, *, size: float, left: float = 0.55, gap: float = 0.35, top: float = 0.45):
+    """``n`` square axes in rows of ``cols``, ``size`` inches each."""
+    w, h = fig.get_size_inches()
+    out = []
+    for i in range(n):
+        r, c = divmod(i, cols)
+        x = left + c * (size + gap)
+        y = h - top - (r + 1) * size - r * (gap + 0.2)
+        out.append(fig.add_axes((x / w, y / h, size / w, size / h)))
+    return out
+
+
+def _small_multiples(d: dict, attr: str, draw, *, diagonal: str, axis_labels: tuple[str, str]) -> str:
+    """One small panel per label: ``draw(ax, label, series)`` with series = (name, colour, data) for the whole
+    population (black, dashed) and each subgroup of ``attr``, from the audit's ``curves``."""
+    import matplotlib
+
+    labels = [lab for lab in labels_of(d) if lab in ((d.get("curves") or {}).get("roc") or {})]
+    groups = groups_of(d, attr)
+    cols = min(5, max(len(labels), 1))
+    rows = -(-len(labels) // cols)
+    size = 1.75
+    with matplotlib.rc_context({**_RC, "axes.grid.axis": "both", "font.size": 8, "axes.titlesize": 8.5}):
+        fig = _figure(0.55 + cols * (size + 0.35) + 1.3, 0.45 + rows * (size + 0.55) + 0.2)
+        for ax, lab in zip(_panels(fig, len(labels), cols, size=size), labels, strict=True):
+            ax.plot([0, 1], [0, 1], ls=":", color="#999999", lw=0.8, label=diagonal)
+            draw(ax, lab, "All", "black", "overall", None)
+            for j, g in enumerate(groups):
+                draw(ax, lab, g, PALETTE[j % len(PALETTE)], attr, g)
+            ax.set_xlim(0, 1)
+            ax.set_ylim(0, 1)
+            ax.set_title(label_name(lab))
+            ax.tick_params(labelsize=7)
+        if labels:
+            fig.axes[0].legend(loc="upper left", bbox_to_anchor=(cols * (1 + 0.35 / size), 1.0), fontsize=8)
+            fig.axes[0].set_xlabel(axis_labels[0], fontsize=7.5)
+            fig.axes[0].set_ylabel(axis_labels[1], fontsize=7.5)
+        return _data_uri(fig)
+
+
+def roc_figure(d: dict, attr: str) -> str:
+    """Each label's ROC curve for every subgroup of ``attr`` (the whole population dashed)."""
+    fpr = (d.get("curves") or {}).get("fpr") or []
+
+    def draw(ax, lab, name, color, key, group):
+        entry = d["curves"]["roc"][lab].get(key)
+        tpr = entry if group is None else (entry or {}).get(group)
+        if tpr:
+            ax.plot(fpr, tpr, color=color, lw=1.3 if group else 1.0, ls="-" if group else "--", label=name)
+
+    return _small_multiples(d, attr, draw, diagonal="chance", axis_labels=("false-positive rate", "true-positive rate"))
+
+
+def reliability_figure(d: dict, attr: str) -> str:
+    """Each label's reliability curve (observed positive rate against mean predicted probability per bin)
+    for every subgroup of ``attr``; the diagonal is perfect calibration."""
+
+    def draw(ax, lab, name, color, key, group):
+        entry = d["curves"]["reliability"][lab].get(key)
+        rel = entry if group is None else (entry or {}).get(group)
+        if rel:
+            pts_ = [(x, y) for x, y in zip(rel["mean_p"], rel["observed"], strict=True) if x is not None]
+            if pts_:
+                xs, ys = zip(*pts_)
+                ax.plot(xs, ys, marker="o", ms=2.5, color=color, lw=1.2 if group else 1.0,
+                        ls="-" if group else "--", label=name)  # fmt: skip
+
+    return _small_multiples(d, attr, draw, diagonal="calibrated", axis_labels=("mean predicted probability",
+                                                                                 "observed positive rate"))

@@ -203,6 +203,8 @@ def audit_html(d: dict) -> str:
             ),
         ]
         body.append(f'<section id="figures"><h2>Figures</h2>{"".join(figs)}</section>')
+    if (d.get("curves") or {}).get("roc"):
+        body.append(_curve_figures(d))
 
     body.append('<section id="labels"><h2>Per label</h2>')
     body += [_table(t) for t in label_tables(d)]
@@ -221,6 +223,50 @@ def audit_html(d: dict) -> str:
     body.append(_notes(all_notes(d)))
     body.append(_settings(d))
     return _page(f"Fairness audit · {model}", "".join(body), d.get("fairscan_version"))
+
+
+def _curve_figures(d: dict) -> str:
+    """ROC and reliability curves per label, one collapsible pair of figures per attribute."""
+    from fairscan.report import _plots
+
+    parts = []
+    for attr in attrs_of(d):
+        roc = _figure(_plots.roc_figure(d, attr), f"ROC curves per label for each {attr} subgroup",
+                      f"ROC curve of each label for each {attr} subgroup (the whole population dashed), on the full "
+                      "test set.", f"fig-roc-{attr}")  # fmt: skip
+        rel = _figure(_plots.reliability_figure(d, attr), f"Reliability curves per label for each {attr} subgroup",
+                      f"Reliability: the observed positive rate against the mean predicted probability in each of "
+                      f"the ECE's bins, per {attr} subgroup; on the diagonal a model is calibrated.",
+                      f"fig-reliability-{attr}")  # fmt: skip
+        parts.append(f"<details><summary>{_e(attr)}: ROC and reliability curves</summary>{roc}{rel}</details>")
+    return f'<section id="curves"><h2>ROC and reliability curves</h2>{"".join(parts)}</section>'
+
+
+def audit_fragment(d: dict) -> str:
+    """The audit's summary as an HTML fragment for a notebook cell (``AuditResult._repr_html_``): the cards
+    and the per-attribute tables, styled under a ``fairscan`` class so the notebook's own style is left alone."""
+    check_schema(d, AUDIT_SCHEMA, *OLD_SCHEMAS)
+    css = "".join(f".fairscan {rule}" for rule in FRAGMENT_CSS)
+    head = f"<b>Fairness audit · {_e(d.get('model', ''))}</b>{_facts(header_facts(d))}"
+    return f'<div class="fairscan"><style>{css}</style>{head}{_summary(d, heading="h4")}{_notes(all_notes(d))}</div>'
+
+
+def comparison_fragment(d: dict) -> str:
+    """The comparison table as an HTML fragment for a notebook cell."""
+    check_schema(d, COMPARISON_SCHEMA)
+    css = "".join(f".fairscan {rule}" for rule in FRAGMENT_CSS)
+    return f'<div class="fairscan"><style>{css}</style>{_table(comparison_table(d), heading="h4")}</div>'
+
+
+FRAGMENT_CSS = (
+    "table { border-collapse: collapse; font-size: 12px; margin: 4px 0 8px; }",
+    "th, td { padding: 2px 8px; border-bottom: 1px solid #d8dee4; text-align: left; }",
+    "td.n, th.n { text-align: right; font-variant-numeric: tabular-nums; }",
+    "td.strong { font-weight: 700; } .ci { display: block; color: #656d76; font-size: 11px; }",
+    ".cards { display: flex; flex-wrap: wrap; gap: 8px; } .card { border: 1px solid #d8dee4; padding: 6px 10px; }",
+    ".card .k { color: #656d76; font-size: 11px; } .card .v { font-size: 18px; font-weight: 650; }",
+    ".facts { color: #656d76; }",
+)
 
 
 def _gate(d: dict) -> str:
@@ -273,4 +319,4 @@ def comparison_html(d: dict) -> str:
     return _page("Fairness comparison", "".join(body), d.get("fairscan_version"))
 
 
-__all__ = ["audit_html", "comparison_html"]
+__all__ = ["audit_fragment", "audit_html", "comparison_fragment", "comparison_html"]

@@ -100,8 +100,10 @@ def sections(d: dict[str, Any]) -> list[Section]:
                 v = c["metrics"][m]
                 agrees = "—" if v["agrees"] is None else ("yes" if v["agrees"] else "no")
                 if v["agrees"] and v["significant"]:
-                    agrees += " (interval excludes 0)"
-                ours = [pts(v["diff"], signed=True), interval(v["ci"], signed=True) or MISSING]
+                    agrees += " (p <= 0.05)"
+                p = v.get("p_value")
+                ours = [pts(v["diff"], signed=True), interval(v["ci"], signed=True) or MISSING,
+                        MISSING if p is None else f"{p:.3g}"]  # fmt: skip
                 paper = [DIRECTION.get(v["expect"] or "", MISSING), pts(v["paper_diff"], signed=True)]
                 crows.append([c["name"], METRIC_NAMES[m], *paper, *ours, agrees] if paper_cols else [
                     c["name"], METRIC_NAMES[m], *ours])  # fmt: skip
@@ -110,17 +112,19 @@ def sections(d: dict[str, Any]) -> list[Section]:
             + (f" (paper: “{c['paper_says']}”)" if c["paper_says"] else "")
             for c in d["comparisons"]
         )
-        columns = ["Comparison", "Metric", "Paper's direction", "Paper Δ", "Ours Δ", "Interval", "Agrees"]
-        numeric = [False, False, False, True, True, True, False]
+        columns = ["Comparison", "Metric", "Paper's direction", "Paper Δ", "Ours Δ", "Interval", "p", "Agrees"]
+        numeric = [False, False, False, True, True, True, True, False]
         if not paper_cols:
-            columns, numeric = columns[:2] + columns[4:6], numeric[:2] + numeric[4:6]
+            columns, numeric = columns[:2] + columns[4:7], numeric[:2] + numeric[4:7]
+        methods = sorted({v["method"] for c in d["comparisons"] for v in c["metrics"].values() if v.get("method")})
         out.append(
             Section(
                 title="Comparisons (model − reference, paired bootstrap)",
                 columns=columns,
                 rows=crows,
                 note="AUC points. Differences are taken on the same patient-bootstrap replicates for every model "
-                "(paired), averaged over seeds. " + notes,
+                "(paired), and paired by seed; interval and p (H0: no difference): " + ", ".join(methods) + ". "
+                + notes,
                 numeric=numeric,
             )
         )
