@@ -342,23 +342,23 @@ def _with_options(cfg, options: dict[str, Any]):
 def _predictions_state(path: Path, run: Path) -> str:
     if not path.exists():
         return "todo"
+    from fairscan.io import parquet_metadata
     from fairscan.runs import RunFolder
-    from fairscan.schema import _read_provenance
 
     record = RunFolder(run).read()
     if record is None:
         return "todo"
     want = ((record.get("outputs") or {}).get("model") or {}).get("sha256")
-    have = _read_provenance(path).get("weights_sha256")
+    have = parquet_metadata(path).get("weights_sha256")
     return "done" if want and want == have else "todo"
 
 
 def _ensemble_state(out: Path, members: list[Path]) -> str:
     if not out.exists():
         return "todo"
-    from fairscan.schema import _read_provenance
+    from fairscan.io import parquet_metadata
 
-    sources = [m.get("source") for m in _read_provenance(out).get("members", [])]
+    sources = [m.get("source") for m in parquet_metadata(out).get("members", [])]
     newest = max((m.stat().st_mtime for m in members if m.exists()), default=0.0)
     same = [str(Path(s).resolve()) for s in sources] == [str(m.resolve()) for m in members]
     return "done" if same and out.stat().st_mtime >= newest else "todo"
