@@ -11,10 +11,17 @@ on a machine shared with other jobs the wall clock swings by tens of per cent be
 time each loop spends is what the framework's overhead would show in. Run with ``--threads 1`` there: with
 more threads than free cores, OpenMP's waiting makes both loops many times slower and the numbers meaningless.
 
+``--baseline REF`` (default ``main``) also times the fairscan loop of another commit in the same run: a git
+worktree of ``REF`` (made once under ``--baseline-cache``) whose own ``benchmarks/bench_train_loop.py`` runs its
+own package. Then every measurement is a fresh process (plain, this checkout, the baseline, in turn, each after
+the same warm-up: two plain steps, and for a fairscan loop one epoch of it), and the result adds
+``ratio_vs_baseline_cpu`` and ``_wall``: this checkout's loop over the baseline's.
+``--baseline none`` times this checkout alone, in this process.
+
 ``--input-only`` instead measures how many images/s the input pipeline alone (cache + RandAugment at
 ``--image-size``) delivers per data-loading worker.
 
-    python benchmarks/bench_train_loop.py                                   # vit_tiny, 64 px, batch 32
+    python benchmarks/bench_train_loop.py --rounds 5 --threads 1            # vit_tiny, 64 px, batch 32, vs main
     python benchmarks/bench_train_loop.py --arch fairscan_vit_micro --image-size 32 --steps 6 --rounds 1
     python benchmarks/bench_train_loop.py --input-only --image-size 224 --workers 2
 """
@@ -22,12 +29,17 @@ more threads than free cores, OpenMP's waiting makes both loops many times slowe
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
+
+HERE = Path(__file__).resolve().parents[1]
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -128,6 +140,57 @@ def input_only(ds, *, batch: int, steps: int, workers: int) -> float:
     return steps * batch / (time.perf_counter() - t0)
 
 
+def baseline_tree(ref: str, cache: Path) -> Path | None:
+    """A git worktree of ``ref`` (made once, kept under ``cache``), or None when there is no such commit."""
+    done = subprocess.run(["git", "-C", str(HERE), "rev-parse", "--verify", f"{ref}^{{commit}}"],
+                          capture_output=True, text=True)  # fmt: skip
+    if done.returncode != 0:
+        return None
+    sha = done.stdout.strip()
+    tree = cache / sha[:12]
+    if not (tree / "fairscan").is_dir():
+        cache.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["git", "-C", str(HERE), "worktree", "add", "--detach", str(tree), sha], check=True,
+                       capture_output=True)  # fmt: skip
+    return tree
+
+
+def worker(args) -> dict:
+    """One measurement in this fresh process: the plain loop, or the fairscan loop of ``--tree`` (its own
+    package and its own ``fairscan_loop``), after the same warm-up."""
+    import torch
+
+    torch.set_num_threads(args.threads)
+    tree = Path(args.tree)
+    sys.path.insert(0, str(tree))
+    spec = importlib.util.spec_from_file_location("tree_bench", tree / "benchmarks" / "bench_train_loop.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    ds = bench.dataset(args.data, args.image_size)
+    common = dict(arch=args.arch, image_size=args.image_size, batch=args.batch, workers=args.workers)
+    bench.plain_loop(ds, **common, steps=2)  # warm-up: first-touch allocations, lazy imports
+    with tempfile.TemporaryDirectory(prefix="fairscan-bench-run-") as tmp:
+        if args.worker == "fairscan":  # and the loop's own first-call costs (Accelerate's set-up, first save)
+            bench.fairscan_loop(ds, **common, steps=1, out=Path(tmp) / "warm-up")
+        if args.worker == "plain":
+            n, wall, cpu = bench.plain_loop(ds, **common, steps=args.steps)
+        else:
+            n, wall, cpu = bench.fairscan_loop(ds, **common, steps=args.steps, out=Path(tmp) / "run")
+    return {"images": n, "wall": wall, "cpu": cpu}
+
+
+def _measure(kind: str, tree: Path, args, steps: int, root: Path) -> tuple[float, float]:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", kind, "--tree", str(tree), "--data", str(root),
+           "--arch", args.arch, "--image-size", str(args.image_size), "--batch", str(args.batch), "--steps",
+           str(steps), "--workers", str(args.workers), "--threads", str(args.threads)]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"{kind} in {tree} failed:\n{done.stderr[-3000:]}")
+    m = json.loads(done.stdout.strip().splitlines()[-1])
+    return m["images"] / m["wall"], m["images"] / m["cpu"]
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--arch", default="vit_tiny_patch16_224")
@@ -140,7 +203,15 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--input-only", action="store_true")
     ap.add_argument("--data", type=Path, help="reuse a prepared manifest folder with its cache")
+    ap.add_argument("--baseline", default="main", help="a git ref whose loop to time beside this one, or none")
+    ap.add_argument("--baseline-cache", type=Path, default=Path(tempfile.gettempdir()) / "fairscan-bench-trees")
+    ap.add_argument("--worker", choices=["plain", "fairscan"], help=argparse.SUPPRESS)
+    ap.add_argument("--tree", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.worker:
+        res = worker(args)
+        print(json.dumps(res))
+        return res
 
     import torch
 
@@ -161,15 +232,26 @@ def main(argv: list[str] | None = None) -> dict:
         steps = -(-args.steps // per_epoch) * per_epoch  # whole epochs, the same for both loops
         common = dict(arch=args.arch, image_size=args.image_size, batch=args.batch, steps=steps,
                       workers=args.workers)  # fmt: skip
-        plain_loop(ds, **{**common, "steps": 2})  # warm-up: first-touch allocations, lazy imports
+        base = None if args.baseline == "none" else baseline_tree(args.baseline, args.baseline_cache)
+        if args.baseline != "none" and base is None:
+            print(f"note: no commit {args.baseline!r} here; timing this checkout alone", file=sys.stderr)
         rounds = []
-        for r in range(args.rounds):
-            p_n, p_wall, p_cpu = plain_loop(ds, **common)
-            f_n, f_wall, f_cpu = fairscan_loop(ds, **common, out=Path(tmp) / f"run{r}")
-            rounds.append({
-                "plain_wall": p_n / p_wall, "fairscan_wall": f_n / f_wall,
-                "plain_cpu": p_n / p_cpu, "fairscan_cpu": f_n / f_cpu,
-            })  # fmt: skip
+        if base is None:
+            plain_loop(ds, **{**common, "steps": 2})  # warm-up: first-touch allocations, lazy imports
+            for r in range(args.rounds):
+                p_n, p_wall, p_cpu = plain_loop(ds, **common)
+                f_n, f_wall, f_cpu = fairscan_loop(ds, **common, out=Path(tmp) / f"run{r}")
+                rounds.append({
+                    "plain_wall": p_n / p_wall, "fairscan_wall": f_n / f_wall,
+                    "plain_cpu": p_n / p_cpu, "fairscan_cpu": f_n / f_cpu,
+                })  # fmt: skip
+        else:
+            for _ in range(args.rounds):  # interleaved: plain, this checkout, the baseline, each a fresh process
+                row = {}
+                for name, kind, tree in (("plain", "plain", HERE), ("fairscan", "fairscan", HERE),
+                                         ("baseline", "fairscan", base)):  # fmt: skip
+                    row[f"{name}_wall"], row[f"{name}_cpu"] = _measure(kind, tree, args, steps, root)
+                rounds.append(row)
 
     def med(key: str) -> float:
         return statistics.median(r[key] for r in rounds)
@@ -184,6 +266,11 @@ def main(argv: list[str] | None = None) -> dict:
         "ratio_wall": round(med("fairscan_wall") / med("plain_wall"), 3),
         "ratio_wall_per_round_median": round(statistics.median(r["fairscan_wall"] / r["plain_wall"] for r in rounds), 3),
     }  # fmt: skip
+    if "baseline_cpu" in rounds[0]:
+        res["baseline"] = {"ref": args.baseline, "tree": str(base)}
+        res["ratio_vs_baseline_cpu"] = round(med("fairscan_cpu") / med("baseline_cpu"), 3)
+        res["ratio_vs_baseline_wall"] = round(med("fairscan_wall") / med("baseline_wall"), 3)
+        res["baseline_ratio_cpu"] = round(med("baseline_cpu") / med("plain_cpu"), 3)
     print(json.dumps(res, indent=2))
     return res
 

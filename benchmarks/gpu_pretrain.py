@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def load_objectives():
-    """Import fairscan.train.objectives.{mae,mocov3} without running any package ``__init__``."""
+    """Import fairscan.train.objectives.{_mae,_mocov3} without running any package ``__init__``."""
     for name, rel in (
         ("fairscan", "fairscan"),
         ("fairscan.train", "fairscan/train"),
@@ -43,8 +43,8 @@ def load_objectives():
             pkg = types.ModuleType(name)
             pkg.__path__ = [str(ROOT / rel)]
             sys.modules[name] = pkg
-    mae = importlib.import_module("fairscan.train.objectives.mae")
-    moco = importlib.import_module("fairscan.train.objectives.mocov3")
+    mae = importlib.import_module("fairscan.train.objectives._mae")
+    moco = importlib.import_module("fairscan.train.objectives._mocov3")
     return mae, moco
 
 

@@ -20,7 +20,9 @@ Resolution, in order (later wins):
    (the preset's name) in every string.
 
 Unknown keys and wrong types are :class:`~fairscan.errors.InputError` (exit 2) naming the key and the file (or
-``--set``) it came from.
+``--set``) it came from; old keys still work with a deprecation warning naming them
+(:meth:`fairscan.settings.Settings.upgrade`). Reading, merging, overrides and interpolation are in
+``fairscan.preset_files``.
 
 >>> from fairscan.config import load_preset                               # doctest: +SKIP
 >>> p = load_preset("mae-cx14", ["finetune.epochs=3"])                     # doctest: +SKIP
@@ -30,116 +32,58 @@ Unknown keys and wrong types are :class:`~fairscan.errors.InputError` (exit 2) n
 
 from __future__ import annotations
 
-import copy
-import os
-import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from fairscan.data.kinds import (  # noqa: F401 - the dataset kinds, as presets name them
+    KINDS,
+    BalanceData,
+    ChexpertData,
+    DatasetSpec,
+    MimicData,
+    NihData,
+    PoolData,
+    SyntheticData,
+)
 from fairscan.errors import InputError
+from fairscan.preset_files import (  # noqa: F401 - offered here too
+    ERR_BAD_SET,
+    ERR_BAD_VALUE,
+    ERR_UNKNOWN_PRESET,
+    HINT_PRESETS,
+    QUICK_TAG,
+    SET_ORIGIN,
+    Origins,
+    _apply_overrides,
+    _chain,
+    _expand_paths,
+    _interpolate,
+    _merge,
+    _origin_of,
+    _rel,
+    find_preset,
+    parse_overrides,
+    preset_dirs,
+    preset_names,
+    read_header,
+    split_name,
+)
 
 if TYPE_CHECKING:
     from fairscan.fairness.audit import AuditConfig
     from fairscan.train.finetune import FinetuneConfig
 
-QUICK_TAG = "quick"
 STAGES = ("pretrain", "finetune", "ensemble", "audit", "study")
 PATH_VARS = ("data", "runs", "studies", "raw", "weights")
-SET_ORIGIN = "--set"
-
-ERR_UNKNOWN_PRESET = "unknown preset {name!r}"
-ERR_NOT_MAPPING = "{file}: a preset is a YAML mapping (key: value lines), not {kind}"
-ERR_YAML = "{file}: not valid YAML: {error}"
-ERR_CYCLE = "{file}: `extends` makes a cycle: {chain}"
-ERR_BAD_SET = "--set {text!r} is not KEY=VALUE"
 ERR_UNKNOWN_KEY = "{origin}: unknown key {key}"
-ERR_BAD_VALUE = "{origin}: {key}: {msg}"
-ERR_UNKNOWN_VAR = "{origin}: {key}: unknown variable ${{{var}}}"
 ERR_WRONG_STAGE = "preset {name!r} is a {stage} preset; `fairscan {want}` takes a {want} preset"
 ERR_NO_SECTION = "preset {name!r} has no {section} settings"
-HINT_PRESETS = "see `fairscan presets list`"
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-# --------------------------------------------------------------------------------------------- datasets
-
-
-class ChexpertData(_Strict):
-    """``fairscan prepare chexpert``: the paper's cohort from CheXpert's train.csv and demographics file."""
-
-    kind: Literal["chexpert"]
-    root: str
-    demographics: str
-    split: str = "published"
-    seed: int = 0
-    label_policy: Literal["u-zeros", "u-ones", "ignore", "mixed"] = "u-zeros"
-    blank: Literal["zero", "mask"] = "zero"
-    all_races: bool = False
-
-
-class NihData(_Strict):
-    """``fairscan prepare nih``: ChestX-ray14 with its official lists."""
-
-    kind: Literal["nih"]
-    root: str
-    split: str = "official"
-    seed: int = 0
-
-
-class MimicData(_Strict):
-    """``fairscan prepare mimic``: MIMIC-CXR-JPG with race, sex and age from MIMIC-IV."""
-
-    kind: Literal["mimic"]
-    root: str
-    mimic_iv: str | None = None
-    split: str = "official"
-    seed: int = 0
-    label_policy: Literal["u-zeros", "u-ones", "ignore", "mixed"] = "u-zeros"
-    blank: Literal["zero", "mask"] = "zero"
-    all_races: bool = False
-
-
-class SyntheticData(_Strict):
-    """``fairscan prepare synthetic``: a synthetic dataset in a real layout, with a planted subgroup effect."""
-
-    kind: Literal["synthetic"]
-    layout: Literal["chexpert", "nih", "mimic"] = "chexpert"
-    patients: int | None = Field(None, ge=10)
-    image_size: int = Field(64, ge=16)
-    profile: Literal["default", "test"] = "default"
-    effect: float | None = Field(None, ge=0, le=1)
-    effect_group: str | None = None
-    seed: int = 0
-
-
-class PoolData(_Strict):
-    """``fairscan prepare pool``: a pre-training pool of other datasets (named here), with the leakage check."""
-
-    kind: Literal["pool"]
-    sources: list[str] = Field(min_length=1)
-    splits: list[Literal["train", "validate", "test"]] | None = None
-    fraction: float = Field(1.0, gt=0, le=1)
-    seed: int = 0
-    evaluation: list[str] = Field(default_factory=list)
-
-
-class BalanceData(_Strict):
-    """``fairscan prepare balance``: the balanced fine-tuning set of another dataset (paper section 4.3)."""
-
-    kind: Literal["balance"]
-    source: str
-    seed: int = 0
-
-
-_DATASET_KINDS = ("chexpert", "nih", "mimic", "synthetic", "pool", "balance")
-DatasetSpec = Annotated[
-    Union[ChexpertData, NihData, MimicData, SyntheticData, PoolData, BalanceData], Field(discriminator="kind")
-]
 
 
 # ---------------------------------------------------------------------------------------------- sections
@@ -239,8 +183,8 @@ class StudySection(_Strict):
         return [{"preset": r} if isinstance(r, str) else r for r in v] if isinstance(v, list) else v
 
 
-def _stage_model(stage: str):
-    """The pydantic model of a stage's settings (imported on first use)."""
+def _stage_model(stage: str, values: dict[str, Any] | None = None):
+    """The pydantic model of a stage's settings (imported on first use); pre-training's depends on its method."""
     if stage == "finetune":
         from fairscan.train.finetune import FinetuneConfig
 
@@ -250,9 +194,11 @@ def _stage_model(stage: str):
 
         return AuditConfig
     if stage == "pretrain":
-        from fairscan.train.pretrain import PretrainConfig
+        from fairscan.train.objectives import METHODS
+        from fairscan.train.pretrain import PretrainConfig, settings_model
 
-        return PretrainConfig
+        method = (values or {}).get("method")
+        return settings_model(values) if method in METHODS else PretrainConfig
     raise KeyError(stage)
 
 
@@ -318,286 +264,6 @@ class Preset(_Strict):
         return d
 
 
-# ---------------------------------------------------------------------------------------------- finding
-
-
-def preset_dirs() -> list[Path]:
-    """Where presets live: the installed package's ``fairscan/presets``, else the source checkout's ``presets/``."""
-    dirs: list[Path] = []
-    extra = os.environ.get("FAIRSCAN_PRESETS")
-    if extra:
-        dirs += [Path(p) for p in extra.split(os.pathsep) if p]
-    try:
-        from importlib.resources import files
-
-        packaged = Path(str(files("fairscan") / "presets"))
-        if packaged.is_dir():
-            dirs.append(packaged)
-    except (ModuleNotFoundError, TypeError):  # pragma: no cover - a zipped install
-        pass
-    source = Path(__file__).resolve().parents[1] / "presets"
-    if source.is_dir() and source not in dirs:
-        dirs.append(source)
-    return dirs
-
-
-def _all_files() -> dict[str, Path]:
-    found: dict[str, Path] = {}
-    for d in preset_dirs():
-        for path in sorted(d.glob("*.yaml")):
-            found.setdefault(path.stem, path)
-    return found
-
-
-def preset_names(*, include_bases: bool = False) -> list[str]:
-    """Every preset's name; bases (``_*.yaml``, only ever extended) only when asked."""
-    return [n for n in _all_files() if include_bases or not n.startswith("_")]
-
-
-def split_name(name: str) -> tuple[str, bool]:
-    """``mae:quick`` -> (``mae``, True)."""
-    base, sep, tag = name.partition(":")
-    if sep and tag != QUICK_TAG:
-        raise InputError(
-            f"preset {name!r}: unknown variant {tag!r}", hint=f"the one variant is NAME:{QUICK_TAG}"
-        )
-    return base, bool(sep)
-
-
-def find_preset(name: str, *, near: Path | None = None) -> Path:
-    """A preset's file: a path to a ``.yaml`` file, a file beside ``near`` (for ``extends``), or a name."""
-    if name.endswith((".yaml", ".yml")) or os.sep in name:
-        path = Path(name)
-        if near is not None and not path.is_absolute() and (near / path).is_file():
-            return near / path
-        if path.is_file():
-            return path
-        raise InputError(f"preset file {name} not found", hint=HINT_PRESETS)
-    if near is not None and (near / f"{name}.yaml").is_file():
-        return near / f"{name}.yaml"
-    files = _all_files()
-    if name in files:
-        return files[name]
-    import difflib
-
-    close = difflib.get_close_matches(name, list(files), n=3)
-    hint = f"did you mean {', '.join(close)}? " if close else ""
-    raise InputError(ERR_UNKNOWN_PRESET.format(name=name), hint=hint + HINT_PRESETS)
-
-
-# --------------------------------------------------------------------------------------------- reading
-
-
-def _rel(path: Path) -> str:
-    """A file's name as errors show it: relative to the presets folder or the working directory."""
-    for d in preset_dirs():
-        try:
-            return f"presets/{path.resolve().relative_to(d.resolve())}"
-        except ValueError:
-            continue
-    try:
-        return str(path.resolve().relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
-
-
-def read_header(path: Path) -> str:
-    """The comment lines at the top of a preset file, without the ``#``."""
-    lines = []
-    for line in path.read_text().splitlines():
-        if line.startswith("#"):
-            lines.append(line[1:].removeprefix(" "))
-        elif line.strip():
-            break
-        else:
-            lines.append("")
-    return "\n".join(lines).strip()
-
-
-def _read_yaml(path: Path) -> dict[str, Any]:
-    import yaml
-
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}: " if mark is not None else ""
-        raise InputError(
-            ERR_YAML.format(file=_rel(path), error=where + str(getattr(exc, "problem", exc)))
-        ) from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise InputError(ERR_NOT_MAPPING.format(file=_rel(path), kind=type(data).__name__))
-    return data
-
-
-# origins: the file (or "--set") each key path came from, for error messages
-Origins = dict[tuple[str, ...], str]
-_REPLACE = {("expected",)}  # a result belongs to its experiment: never merged into a parent's
-_CONCAT = {("assumptions",)}  # assumptions accumulate along the extends chain
-
-
-def _merge(
-    base: Any,
-    over: Any,
-    origins: Origins,
-    source: str | Origins,
-    path: tuple[str, ...] = (),
-    *,
-    extends: bool = True,
-) -> Any:
-    """``over`` merged onto ``base``: mappings key by key, a mapping whose ``kind`` changes is replaced, anything
-    else replaces; along the extends chain (``extends``) ``expected`` is replaced whole and ``assumptions``
-    accumulate. ``origins`` is updated with where each key now comes from: ``source`` is a file name, or the
-    origins of ``over`` itself (a parent's merged data)."""
-    if extends and path in _CONCAT and isinstance(base, list) and isinstance(over, list):
-        _mark(over, origins, source, path)
-        return [*base, *(x for x in over if x not in base)]
-    if (
-        not (extends and path in _REPLACE)
-        and isinstance(base, dict)
-        and isinstance(over, dict)
-        and base.get("kind", over.get("kind")) == over.get("kind", base.get("kind"))
-    ):
-        out = dict(base)
-        for key, value in over.items():
-            key = str(key)
-            out[key] = _merge(base.get(key), value, origins, source, (*path, key), extends=extends)
-        if path not in origins:
-            origins[path] = _source(source, path)
-        return out
-    for known in [k for k in origins if k[: len(path)] == path and len(k) > len(path)]:
-        del origins[known]  # the replaced subtree is gone
-    _mark(over, origins, source, path)
-    return copy.deepcopy(over)
-
-
-def _source(source: str | Origins, path: tuple[str, ...]) -> str:
-    return source if isinstance(source, str) else _origin_of(source, path)
-
-
-def _mark(value: Any, origins: Origins, source: str | Origins, path: tuple[str, ...]) -> None:
-    origins[path] = _source(source, path)
-    if isinstance(value, dict):
-        for key, sub in value.items():
-            _mark(sub, origins, source, (*path, str(key)))
-
-
-def _chain(
-    path: Path, seen: tuple[Path, ...] = ()
-) -> tuple[dict[str, Any], dict[str, Any], Origins, Origins]:
-    """The file's data merged over its ``extends`` chain: (data, quick block, origins, quick origins)."""
-    if path.resolve() in seen:
-        chain = " -> ".join(p.stem for p in (*seen, path.resolve()))
-        raise InputError(ERR_CYCLE.format(file=_rel(path), chain=chain))
-    raw = _read_yaml(path)
-    origin = _rel(path)
-    parents = raw.pop("extends", None)
-    quick = raw.pop(QUICK_TAG, None)
-    if parents is None:
-        parents = []
-    elif isinstance(parents, str):
-        parents = [parents]
-    elif not (isinstance(parents, list) and all(isinstance(p, str) for p in parents)):
-        raise InputError(
-            ERR_BAD_VALUE.format(origin=origin, key="extends", msg="give a preset name or a list of names")
-        )
-    if quick is not None and not isinstance(quick, dict):
-        raise InputError(
-            ERR_BAD_VALUE.format(origin=origin, key=QUICK_TAG, msg="give a mapping of overrides")
-        )
-    data: dict[str, Any] = {}
-    quick_data: dict[str, Any] = {}
-    origins: Origins = {}
-    quick_origins: Origins = {}
-    for parent in parents:
-        p_data, p_quick, p_origins, p_quick_origins = _chain(
-            find_preset(parent, near=path.parent), (*seen, path.resolve())
-        )
-        data = _merge(data, p_data, origins, p_origins)
-        quick_data = _merge(quick_data, p_quick, quick_origins, p_quick_origins)
-    data = _merge(data, raw, origins, origin)
-    if quick:
-        quick_data = _merge(quick_data, quick, quick_origins, f"{origin} (quick)")
-    return data, quick_data, origins, quick_origins
-
-
-# ------------------------------------------------------------------------------------------- overrides
-
-
-def parse_overrides(items: list[str] | dict[str, Any] | None) -> list[tuple[str, Any]]:
-    """``["a.b=3", "c=[x, y]"]`` -> ``[("a.b", 3), ("c", ["x", "y"])]``; values are read as YAML."""
-    import yaml
-
-    if not items:
-        return []
-    if isinstance(items, dict):
-        return list(items.items())
-    out = []
-    for text in items:
-        if isinstance(text, tuple):  # already parsed
-            out.append(text)
-            continue
-        key, sep, value = text.partition("=")
-        key = key.strip()
-        if not sep or not key or any(not part for part in key.split(".")):
-            raise InputError(
-                ERR_BAD_SET.format(text=text), hint="e.g. --set finetune.epochs=3 --set audit.attrs=[sex]"
-            )
-        try:
-            parsed = yaml.safe_load(value) if value.strip() else ""
-        except yaml.YAMLError:
-            parsed = value
-        out.append((key, parsed))
-    return out
-
-
-def _apply_overrides(
-    data: dict[str, Any], overrides: list[tuple[str, Any]], origins: Origins
-) -> dict[str, Any]:
-    for key, value in overrides:
-        parts = tuple(key.split("."))
-        nested: Any = value
-        for part in reversed(parts):
-            nested = {part: nested}
-        data = _merge(data, nested, origins, SET_ORIGIN, extends=False)
-    return data
-
-
-# ------------------------------------------------------------------------------------------ interpolation
-
-_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-
-
-def _interpolate(value: Any, variables: dict[str, str], origins: Origins, path: tuple[str, ...] = ()) -> Any:
-    if isinstance(value, dict):
-        return {k: _interpolate(v, variables, origins, (*path, str(k))) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_interpolate(v, variables, origins, (*path, str(i))) for i, v in enumerate(value)]
-    if isinstance(value, str) and "${" in value:
-
-        def sub(m: re.Match) -> str:
-            var = m.group(1)
-            if var not in variables:
-                raise InputError(
-                    ERR_UNKNOWN_VAR.format(origin=_origin_of(origins, path), key=".".join(path), var=var),
-                    hint=f"variables: {', '.join('${' + v + '}' for v in variables)}",
-                )
-            return variables[var]
-
-        return _VAR.sub(sub, value)
-    return value
-
-
-def _origin_of(origins: Origins, loc: tuple[str, ...]) -> str:
-    for n in range(len(loc), -1, -1):
-        origin = origins.get(tuple(loc[:n]))
-        if origin:
-            return origin
-    return "preset"
-
-
 # ----------------------------------------------------------------------------------------------- loading
 
 
@@ -652,10 +318,7 @@ def load_preset(
     data.update(name=file.stem, quick=bool(quick), file=str(file), header=read_header(file))
     for section in ("pretrain", "finetune", "audit"):
         if isinstance(data.get(section), dict):
-            try:
-                data[section] = _stage_model(section).model_validate(data[section])
-            except ValidationError as exc:
-                raise _validation_error(exc, origins, prefix=(section,)) from None
+            data[section] = _validate_section(section, data[section], origins)
     try:
         preset = Preset.model_validate(data)
     except ValidationError as exc:
@@ -688,31 +351,40 @@ def _check_sections(data: dict[str, Any], origins: Origins) -> None:
             )
 
 
-def _expand_paths(paths: dict[str, str]) -> dict[str, str]:
-    """Paths may refer to each other once (``studies: ${runs}/studies``)."""
-    out = dict(paths)
-    for key, value in paths.items():
-        out[key] = _VAR.sub(lambda m: paths.get(m.group(1), m.group(0)), value)
-    return out
+def _validate_section(section: str, values: dict[str, Any], origins: Origins):
+    """A stage section as its settings model: old keys renamed (a deprecation warning naming the file that has
+    them), then validated (an error naming the key and its file)."""
+    from fairscan.errors import FairscanError
+
+    if section == "pretrain" and values.get("method") is not None:
+        try:
+            _stage_model(section, values)
+        except FairscanError as exc:  # an unknown method
+            where = _origin_of(origins, (section, "method"))
+            raise InputError(f"{where}: {section}.method: {exc.message}", hint=exc.hint) from None
+    model = _stage_model(section, values)
+    if hasattr(model, "upgrade"):
+        values = model.upgrade(values, where=lambda key: f"{_origin_of(origins, (section, key))}: {section}")
+    try:
+        return model.model_validate(values)
+    except ValidationError as exc:
+        raise _validation_error(exc, origins, prefix=(section,), model=model) from None
 
 
-def _validation_error(exc: ValidationError, origins: Origins, prefix: tuple[str, ...] = ()) -> InputError:
+def _validation_error(
+    exc: ValidationError, origins: Origins, prefix: tuple[str, ...] = (), model: Any = None
+) -> InputError:
     """The first pydantic error as one line naming the key and the file it came from."""
-    first = exc.errors()[0]
-    loc = (*prefix, *(str(x) for x in first["loc"]))
-    loc = _data_loc(loc, origins)
-    key = ".".join(loc) or "(top level)"
-    origin = _origin_of(origins, loc)
-    if first["type"] == "extra_forbidden":
-        hint = _valid_keys_hint(loc)
-        return InputError(ERR_UNKNOWN_KEY.format(origin=origin, key=key), hint=hint)
-    msg = first["msg"]
-    if first["type"] == "missing":
-        return InputError(f"{origin}: {key}: required but missing", hint=_valid_keys_hint(loc))
-    got = first.get("input")
-    if got is not None and not isinstance(got, (dict, list)):
-        msg += f" (got {got!r})"
-    return InputError(ERR_BAD_VALUE.format(origin=origin, key=key, msg=msg))
+    from fairscan.settings import settings_error
+
+    def where(loc: tuple[str, ...]) -> tuple[str, str]:
+        full = _data_loc((*prefix, *loc), origins)
+        return _origin_of(origins, full), ".".join(full) or "(top level)"
+
+    def valid_keys(loc: tuple[str, ...]) -> str | None:
+        return _valid_keys_hint(_data_loc((*prefix, *loc), origins), model)
+
+    return settings_error(exc, where=where, valid_keys=valid_keys)
 
 
 def _data_loc(loc: tuple[str, ...], origins: Origins) -> tuple[str, ...]:
@@ -723,20 +395,26 @@ def _data_loc(loc: tuple[str, ...], origins: Origins) -> tuple[str, ...]:
         candidate = (*out, part)
         if candidate in known or any(k[: len(candidate)] == candidate for k in known) or part.isdigit():
             out.append(part)
-        elif part in _DATASET_KINDS:
+        elif part in KINDS or part in _methods():
             continue
         else:
             out.append(part)
     return tuple(out)
 
 
-def _valid_keys_hint(loc: tuple[str, ...]) -> str | None:
+def _methods() -> tuple[str, ...]:
+    from fairscan.train.objectives import METHODS
+
+    return tuple(METHODS)
+
+
+def _valid_keys_hint(loc: tuple[str, ...], section_model: Any = None) -> str | None:
     """The keys the section of ``loc`` accepts."""
     model: Any = Preset
     for part in loc[:-1]:
         if part in ("pretrain", "finetune", "audit") and model is Preset:
             try:
-                model = _stage_model(part)
+                model = section_model or _stage_model(part)
             except (KeyError, ImportError):
                 return None
             continue

@@ -13,12 +13,14 @@ class FairscanError(Exception):
     exit_code = 1
 
     def __init__(self, message: str, hint: str | None = None):
+        if hint is None:
+            message, hint = _from_worker(type(self), message)
         super().__init__(message)
         self.message = message
         self.hint = hint
 
     def __str__(self) -> str:
-        return self.message if not self.hint else f"{self.message}\n  hint: {self.hint}"
+        return self.message if not self.hint else f"{self.message}{HINT_SEP}{self.hint}"
 
 
 class InputError(FairscanError):
@@ -43,3 +45,21 @@ class GateFailed(FairscanError):
     """An audit gate (``--max-gap``, ``--min-auc``) failed: exit 3, for CI scripts."""
 
     exit_code = 3
+
+
+HINT_SEP = "\n  hint: "
+
+
+def _from_worker(cls: type, text: str) -> tuple[str, str | None]:
+    """The original message and hint of an error raised in a data-loading worker process.
+
+    PyTorch re-raises a worker's exception in the main process as ``cls(traceback text)``; the text ends with
+    the original ``str(error)`` after its class name. Without this the user would see a worker's traceback in
+    place of the message (a corrupt image, a missing file).
+    """
+    marker = f"{cls.__module__}.{cls.__qualname__}: "
+    if not text.startswith("Caught ") or marker not in text:
+        return text, None
+    original = text.rsplit(marker, 1)[1].rstrip("\n")
+    message, _, hint = original.partition(HINT_SEP)
+    return message, hint or None

@@ -144,3 +144,66 @@ def fingerprint(path: str | os.PathLike) -> dict[str, Any]:
     """What identifies an input file in a stage record: name, size and sha256."""
     p = Path(path)
     return {"path": str(p), "bytes": p.stat().st_size, "sha256": sha256_file(p)}
+
+
+# ------------------------------------------------------------------------------------------ output preflight
+# Every output path is checked before any expensive work, so that an unwritable one costs the user nothing.
+
+
+def _writable(folder: Path) -> bool:
+    effective = os.access in os.supports_effective_ids
+    return os.access(folder, os.W_OK | os.X_OK, effective_ids=effective)
+
+
+def _existing_ancestor(path: Path) -> Path:
+    for candidate in (path, *path.absolute().parents):
+        if candidate.exists():
+            return candidate
+    return Path("/")
+
+
+def _check_ancestors(path: Path, option: str) -> None:
+    """The nearest existing folder above ``path`` is a folder this process can write in."""
+    ancestor = _existing_ancestor(path.absolute().parent)
+    if not ancestor.is_dir():
+        raise InputError(
+            f"{option} {path}: {ancestor} is a file, so nothing can be written under it",
+            hint=f"give {option} a path whose parent folders are folders",
+        )
+    if not _writable(ancestor):
+        raise InputError(
+            f"{option} {path}: the folder {ancestor} is not writable", hint="choose a place you can write to"
+        )
+
+
+def check_output_folder(path: str | os.PathLike, option: str = "--out") -> Path:
+    """Refuse, with exit 2, an output folder that cannot be made or written: a file, a file as a parent, a
+    read-only folder. Nothing is created."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise InputError(
+            f"{option} {path} is a file, not a folder", hint=f"give {option} a folder (made if need be)"
+        )
+    if path.is_dir():
+        if not _writable(path):
+            raise InputError(
+                f"{option} {path}: the folder is not writable", hint="choose a place you can write to"
+            )
+    else:
+        _check_ancestors(path, option)
+    return path
+
+
+def check_output_file(path: str | os.PathLike, option: str = "--output") -> Path:
+    """Refuse, with exit 2, an output file that cannot be written: a folder, a file as a parent, a read-only
+    folder or file, an unsupported table type. Nothing is created."""
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(
+            f"{option} {path} is a folder",
+            hint=f"give the file to write, e.g. {path / 'predictions.parquet'}",
+        )
+    _check_ancestors(path, option)
+    if path.exists() and not os.access(path, os.W_OK, effective_ids=os.access in os.supports_effective_ids):
+        raise InputError(f"{option} {path} exists and is read-only", hint="remove it, or choose another file")
+    return path

@@ -205,7 +205,7 @@ def test_empty_validate_split_and_existing_run(run_cli, manifest, tmp_path):
     assert run_cli("finetune", *common, "--manifest", manifest, "--out", out)[0] == 0
     before = (out / "model.safetensors").read_bytes()
     code, _, err = run_cli("finetune", *common, "--manifest", manifest, "--out", out)
-    assert code == 2 and "already holds a run" in err and "--resume" in err
+    assert code == 2 and "already holds a run (finished)" in err and "choose another --out" in err
     assert (out / "model.safetensors").read_bytes() == before
 
 

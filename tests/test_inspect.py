@@ -211,7 +211,7 @@ def test_bad_inputs_exit_2_with_what_to_do(run_cli, tmp_path):
         (["good.parquet", "--label", "edema"], "no label column 'label_edema' or 'edema'"),
         (["allpos.parquet", "--label", "pleural_effusion"], "has no rows with 0"),
         (["good.parquet", "--correction", "bonferroni"], "correction"),
-        (["good.parquet", "--per-patient", "last"], "per_patient"),
+        (["good.parquet", "--per-patient", "last"], "--per-patient: Input should be"),
         (["good.parquet", "--out", "good.parquet"], "is a file, not a folder"),
     ]
     for args, message in cases:

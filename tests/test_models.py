@@ -283,7 +283,7 @@ def test_no_silent_random_init():
 
     with pytest.raises(InputError, match="needs pre-trained weights"):
         resolve_checkpoint(get_spec("medical-mae"), weights=None, init="pretrained")
-    with pytest.raises(InputError, match="not available here"):  # the hub, offline, no cache
+    with pytest.raises(InputError, match="not in the local cache"):  # the hub, offline, no cache
         resolve_checkpoint(get_spec("mae"), weights=None, init="pretrained")
     with pytest.raises(InputError, match="exclude each other"):
         resolve_checkpoint(get_spec("mae"), weights="w.pth", init="random")

@@ -75,7 +75,7 @@ def test_predict_bad_inputs(run_cli, run, manifest, tmp_path):
     code, _, err = run_cli(
         "predict", run, "--manifest", manifest, "--split", "tset", "-o", tmp_path / "p.parquet"
     )
-    assert code == 2 and "unknown split 'tset'" in err
+    assert code == 2 and "--split: Input should be 'train', 'validate' or 'test' (got 'tset')" in err
 
     import pandas as pd
 

@@ -140,7 +140,7 @@ def test_missing_inputs_and_options(dataset, run_cli, tmp_path):
     assert_refused(
         *run_chexpert(run_cli, dataset, demo=tmp_path / "broken.xlsx"), "broken.xlsx", "Excel workbook"
     )
-    assert_refused(*run_chexpert(run_cli, dataset, "--labels", "u-twos"), "unknown label policy")
+    assert_refused(*run_chexpert(run_cli, dataset, "--labels", "u-twos"), "--labels: Input should be 'u-zeros'")
     assert_refused(*run_chexpert(run_cli, dataset, "--fractions", "0.5,0.5,0.5"), "summing to 1")
     (dataset / "valid.csv").unlink()
     assert_refused(*run_chexpert(run_cli, dataset, "--split", "official"), "valid.csv", "not found")

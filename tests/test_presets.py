@@ -142,15 +142,15 @@ def test_method_5b_assumptions_are_visible():
     assert said("audit-paper", "without replacement")
     assert load_preset("pretrain-medical-mae").pretrain.mask_ratio == 0.90
     assert load_preset("pretrain-mae-cx14").pretrain.mask_ratio == 0.75
-    assert load_preset("vit-scratch").finetune.layer_decay == 1.0
+    assert load_preset("vit-scratch").finetune.resolve().layer_decay == 1.0  # off for scratch baselines
     assert load_preset("vit-scratch").finetune.epochs == load_preset("mae").finetune.epochs == 200
     assert load_preset("resnet-scratch").finetune.epochs == load_preset("bit").finetune.epochs == 30
     assert (
         load_preset("mocov3").finetune.pooling == "token"
         and load_preset("medical-mae").finetune.pooling == "avg"
     )
-    # the single fine-tuning seed, and the recipe of METHOD 4
-    ft = load_preset("medical-mae").finetune
+    # the single fine-tuning seed, and the recipe of METHOD 4 (fairscan.train.finetune.recipe, written once)
+    ft = load_preset("medical-mae").finetune.resolve()
     assert (ft.seed, ft.epochs, ft.batch_size, ft.blr, ft.layer_decay, ft.drop_path) == (
         0,
         100,
@@ -160,6 +160,8 @@ def test_method_5b_assumptions_are_visible():
         0.2,
     )
     assert tuple(ft.betas) == (0.9, 0.95) and ft.randaug == "rand-m6-mstd0.5-inc1"
+    probe = load_preset("lp-mae").finetune.resolve()
+    assert (probe.optimizer, probe.blr, probe.batch_size, probe.epochs, probe.weight_decay) == ("lars", 0.1, 512, 90, 0)
     assert "one fine-tuning seed" in Path(load_preset("mae").file).with_name("_finetune.yaml").read_text()
 
 

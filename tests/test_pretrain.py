@@ -12,6 +12,7 @@ import torch
 
 from fairscan.errors import InputError
 from fairscan.train import pretrain as P
+from fairscan.train import pretrain_data as D
 from fairscan.train.objectives.mocov3 import NO_ACCUMULATION
 from tests._descent import descends
 
@@ -38,7 +39,7 @@ def pool(tmp_path_factory) -> Path:
 
 
 def _cfg(method: str, pool: Path, out: Path, **kw) -> P.PretrainConfig:
-    return P.PretrainConfig(method=method, manifests=[str(pool)], out=str(out), **{**TINY, **kw})
+    return P.pretrain_config(method=method, manifests=[str(pool)], out=str(out), **{**TINY, **kw})
 
 
 def _records(out: Path, kind: str) -> list[dict]:
@@ -70,12 +71,12 @@ def moco_run(pool, tmp_path_factory) -> tuple[Path, dict]:
 
 
 def test_recipe_defaults_follow_the_official_configurations():
-    mae = P.PretrainConfig(method="mae", manifests=["m"], out="o").resolve()
+    mae = P.pretrain_config(method="mae", manifests=["m"], out="o").resolve()
     assert (mae.batch_size, mae.accum, mae.per_process_batch) == (4096, 64, 64)
     assert mae.lr == pytest.approx(1.5e-4 * 4096 / 256)
     assert (mae.weight_decay, mae.warmup_epochs, mae.epochs, mae.betas) == (0.05, 40.0, 800, (0.9, 0.95))
     assert mae.mask_ratio == 0.75 and mae.select_from_epoch == 760  # epochs 761..800 are the final 5%
-    moco = P.PretrainConfig(method="mocov3", manifests=["m"], out="o", procs=8, batch_size=1024).resolve()
+    moco = P.pretrain_config(method="mocov3", manifests=["m"], out="o", procs=8, batch_size=1024).resolve()
     assert (moco.accum, moco.per_process_batch, moco.weight_decay) == (1, 128, 0.1)
     assert moco.lr == pytest.approx(1.5e-4 * 1024 / 256)
     assert (moco.temperature, moco.momentum, moco.mlp_dim, moco.proj_dim) == (0.2, 0.99, 4096, 256)
@@ -93,18 +94,18 @@ def test_mae_accumulates_up_to_the_effective_batch(batch, procs, accum):
     ("epochs", "first"), [(800, 761), (400, 381), (200, 191), (21, 20), (20, 20), (3, 3), (1, 1)]
 )
 def test_selection_window_is_the_final_five_percent(epochs, first):
-    cfg = P.PretrainConfig(method="mae", manifests=["m"], out="o", epochs=epochs)
+    cfg = P.pretrain_config(method="mae", manifests=["m"], out="o", epochs=epochs)
     assert cfg.select_from_epoch + 1 == first
 
 
 def test_short_runs_warm_up_for_at_most_half_the_run():
-    cfg = P.PretrainConfig(method="mae", manifests=["m"], out="o", epochs=10, batch_size=8).resolve()
+    cfg = P.pretrain_config(method="mae", manifests=["m"], out="o", epochs=10, batch_size=8).resolve()
     assert cfg.warmup_epochs == 5.0
 
 
 def test_mocov3_refuses_gradient_accumulation_and_says_why():
     with pytest.raises(InputError) as err:
-        P.PretrainConfig(method="mocov3", manifests=["m"], out="o", accum=4).resolve()
+        P.pretrain_config(method="mocov3", manifests=["m"], out="o", accum=4).resolve()
     assert err.value.message == NO_ACCUMULATION
     assert "would not add negatives" in err.value.message and "--gpus" in err.value.hint
 
@@ -112,7 +113,7 @@ def test_mocov3_refuses_gradient_accumulation_and_says_why():
 @pytest.mark.parametrize("epoch", [0, 801, 1000])
 def test_snapshot_beyond_the_schedule_is_an_input_error(epoch):
     with pytest.raises(InputError, match=f"epoch snapshot {epoch} is outside the schedule of 800"):
-        P.PretrainConfig(method="mae", manifests=["m"], out="o", snapshots=[400, epoch]).resolve()
+        P.pretrain_config(method="mae", manifests=["m"], out="o", snapshots=[400, epoch]).resolve()
 
 
 # ------------------------------------------------------------------------------------------------ data
@@ -131,7 +132,7 @@ def test_augmentation_makes_two_independent_views_reproducibly(pool):
     assert not torch.equal(ds[(4, 5)]["image"], item["image"])
     from PIL import Image
 
-    aug = P.PretrainAugment(32, rotation=7.0)
+    aug = D.PretrainAugment(32, rotation=7.0)
     img = Image.new("RGB", (40, 40), (128, 128, 128))
     with seeded(0):
         assert aug(img).shape == (3, 32, 32)
@@ -142,7 +143,7 @@ def test_several_manifests_make_one_pool_and_leakage_is_warned(pool, tmp_path):
 
     nih = tmp_path / "nih"
     prepare_synthetic_manifest(nih, layout="nih", patients=10, image_size=32, seed=1)
-    cfg = P.PretrainConfig(
+    cfg = P.pretrain_config(
         method="mae", manifests=[str(pool), str(nih)], out=str(tmp_path / "o"), **TINY
     ).resolve()
     frames, warnings, leakage = P.load_pool(cfg)
@@ -160,7 +161,7 @@ def test_a_pool_brings_its_leakage_and_is_checked_against_evaluation_manifests(p
     from fairscan.data.manifest import write_prepared
 
     write_prepared(make_pool([pool], splits=["train"]), tmp_path / "pool")  # no leakage of its own
-    cfg = P.PretrainConfig(
+    cfg = P.pretrain_config(
         method="mae", manifests=[str(tmp_path / "pool")], out="o", evaluation=[str(pool)]
     ).resolve()
     assert P.load_pool(cfg)[1] == []  # train patients only: nothing held out is pre-trained on
@@ -178,7 +179,7 @@ def test_a_pool_with_an_image_cache_reads_it(pool, tmp_path):
 
     write_prepared(make_pool([pool], splits=["train"]), tmp_path / "pool")
     build_cache(tmp_path / "pool", size=40, workers=1, verify=2)
-    cfg = P.PretrainConfig(method="mae", manifests=[str(tmp_path / "pool")], out="o", **TINY).resolve()
+    cfg = P.pretrain_config(method="mae", manifests=[str(tmp_path / "pool")], out="o", **TINY).resolve()
     frames, _, _ = P.load_pool(cfg)
     (part,) = P.build_pool_dataset(cfg, frames).parts
     assert part.cache is not None and part.decode_size == 40
@@ -204,8 +205,8 @@ def test_empty_pool_is_an_input_error(pool, tmp_path, run_cli):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--method", "mae", "--mask-ratio", "1.0"], "mask ratio must lie strictly between 0 and 1, got 1.0"),
-        (["--method", "mae", "--mask-ratio", "0"], "mask ratio must lie strictly between 0 and 1, got 0.0"),
+        (["--method", "mae", "--mask-ratio", "1.0"], "--mask-ratio: Input should be less than 1 (got 1.0)"),
+        (["--method", "mae", "--mask-ratio", "0"], "--mask-ratio: Input should be greater than 0 (got 0.0)"),
         (
             ["--method", "mae", "--epochs", "3", "--snapshots", "2,5"],
             "epoch snapshot 5 is outside the schedule of 3",
@@ -324,7 +325,9 @@ def test_pretrain_output_fine_tunes_without_key_errors(method, mae_run, moco_run
     from fairscan.models import build_model, get_spec, load_encoder, resolve_checkpoint
 
     out = (mae_run if method == "mae" else moco_run)[0]
-    spec = get_spec(P.MODEL_NAMES[method])
+    from fairscan.train.objectives import method as the_method
+
+    spec = get_spec(the_method(method).MODEL)
     ckpt = resolve_checkpoint(spec, weights=str(out), init="pretrained")
     assert ckpt.format == "fairscan" and ckpt.info.mean == list(P.IMAGENET_MEAN)
     model = build_model("vit_tiny_patch16_224", num_classes=14, pooling=spec.pooling, image_size=32)
@@ -340,7 +343,7 @@ def test_pretrain_output_fine_tunes_without_key_errors(method, mae_run, moco_run
 def test_a_run_is_never_overwritten(mae_run, pool, run_cli):
     out, _ = mae_run
     code, _, err = run_cli("pretrain", "--method", "mae", "--manifest", pool, "--out", out)
-    assert code == 2 and "already holds a run" in err and "--resume" in err
+    assert code == 2 and "already holds a run (finished)" in err and "choose another --out" in err
 
 
 class _Killed(Exception):

@@ -228,6 +228,8 @@ def test_loop_benchmark_script_runs(tmp_path_factory):
             "1",
             "--data",
             str(data),
+            "--baseline",
+            "none",  # the baseline's worktree and fresh processes are for the real measurement
         ]  # fmt: skip
     )
     assert res["median_images_per_s"]["plain_cpu"] > 0 and res["median_images_per_s"]["fairscan_cpu"] > 0

@@ -9,14 +9,30 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 
 import typer
 from typer.core import TyperGroup
 from typer.exceptions import Abort, Exit, TyperException
 
 from fairscan import __version__
-from fairscan.cli._common import err_console, expand_greedy, state
+from fairscan.cli._common import err_console, expand_greedy, state, warn
 from fairscan.errors import FairscanError
+from fairscan.settings import FairscanWarning
+
+_show_warning = warnings.showwarning
+
+
+def _show(message, category, filename, lineno, file=None, line=None) -> None:
+    """fairscan's own warnings (an old preset key, say) as one ``warning:`` line on stderr, every time."""
+    if issubclass(category, FairscanWarning):
+        warn(str(message))
+    else:
+        _show_warning(message, category, filename, lineno, file, line)
+
+
+warnings.showwarning = _show
+warnings.simplefilter("always", FairscanWarning)
 
 
 class _ErrorMappingGroup(TyperGroup):

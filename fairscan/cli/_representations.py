@@ -20,11 +20,11 @@ def numbers(text: str, flag: str) -> list[float]:
 
 
 def writable_folder(out: Path | None) -> None:
-    """Refuse an --out that cannot be a folder before any work is done."""
-    if out is not None and out.exists() and not out.is_dir():
-        raise InputError(
-            f"--out {out}: is a file, not a folder", hint="name a folder (it is created if missing)"
-        )
+    """Refuse an --out that cannot be written before any work is done (``fairscan.io``'s preflight)."""
+    if out is not None:
+        from fairscan.io import check_output_folder
+
+        check_output_folder(out, "--out")
 
 
 def emit(record: dict, notes: list[str], tables, *, json_out: bool, out: Path | None, write) -> None:

@@ -119,7 +119,11 @@ def audit(
     """
     from fairscan.fairness.audit import AuditConfig
     from fairscan.fairness.mapping import load_mapping
+    from fairscan.io import check_output_folder
+    from fairscan.settings import validate
 
+    if out is not None:  # before any prediction is read
+        check_output_folder(out, "--out")
     for gate, flag in ((max_gap, "--max-gap"), (min_auc, "--min-auc")):
         if gate is not None and not 0 <= gate <= 1:
             raise InputError(
@@ -168,7 +172,7 @@ def audit(
         )
     paths, given_names = _split_inputs(preds)
     names = names or given_names
-    cfg = _config(AuditConfig, settings)
+    cfg = validate(AuditConfig, settings, flags=lambda key: FLAGS.get(key, "--" + key.replace("_", "-")))
     the_mapping = load_mapping(mapping) if mapping else None
     loaded = [_read(p, the_mapping) for p in paths]
     thresholds = _read(thresholds_from, the_mapping) if thresholds_from else None
@@ -241,18 +245,6 @@ def _floats(text: str, flag: str) -> list[float]:
 # The audit settings whose command-line flag is not the setting's name with dashes.
 FLAGS = {"ci_level": "--ci", "min_pos": "--min-count", "min_neg": "--min-count",
          "tune_thresholds_on_test": "--tune-thresholds-on-test"}  # fmt: skip
-
-
-def _config(cls, settings: dict):
-    from pydantic import ValidationError
-
-    try:
-        return cls(**settings)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        name = str(first["loc"][0])
-        option = FLAGS.get(name, "--" + name.replace("_", "-"))
-        raise InputError(f"{option}: {first['msg']}") from exc
 
 
 audit.__doc__ = (audit.__doc__ or "") + EXAMPLES

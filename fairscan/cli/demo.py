@@ -37,7 +37,9 @@ def demo(
 ) -> None:
     from fairscan.cli.study import render_summary
     from fairscan.demo import run_demo
+    from fairscan.io import check_output_folder
 
+    check_output_folder(out, "--out")
     progress = progress_bar()
     paths = run_demo(
         out, quick=quick, overrides=sets, console=err_console, progress=progress, debug=state.debug

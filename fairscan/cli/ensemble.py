@@ -27,7 +27,10 @@ def ensemble(
     Example: fairscan ensemble runs/mae/preds.parquet runs/medical-mae/preds.parquet -o vit-masked.parquet
     """
     from fairscan.fairness.ensemble import write_ensemble
+    from fairscan.io import check_output_file, table_format
 
+    check_output_file(out, "--out")  # before any file is read
+    table_format(out)
     df = write_ensemble(list(preds), out, method=method, weights=weights or None, labels=labels or None)
     info(f"ensemble of {len(preds)} models ({method}), {len(df)} images")
     typer.echo(str(out))

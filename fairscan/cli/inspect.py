@@ -55,9 +55,9 @@ def inspect(
     """Test whether the features' principal modes differ between subgroups (two-sample Kolmogorov-Smirnov
     tests per mode, corrected over the whole table), as Glocker et al. (Radiology: AI 2023).
     """
-    from fairscan.cli._options import settings_model
     from fairscan.representations.inspect import InspectSettings
     from fairscan.representations.inspect import inspect as run_inspect
+    from fairscan.settings import validate
 
     if components is not None and ctx.get_parameter_source("pca").name == "COMMANDLINE":
         raise InputError(
@@ -66,7 +66,7 @@ def inspect(
     if modes is not None and components is None:
         raise InputError("--modes counts the columns of --components", hint="with PCA, use --pca K")
     writable_folder(out)
-    settings = settings_model(
+    settings = validate(
         InspectSettings,
         dict(
             attrs=attrs or ["sex", "race"],
@@ -81,6 +81,7 @@ def inspect(
             seed=seed,
             age_bins=numbers(age_bins, "--age-bins"),
         ),
+        flags=lambda key: "--" + key.replace("_", "-"),
     )
     result = run_inspect(features, settings=settings)
     from fairscan.representations.report import inspect_table, write_inspect_report

@@ -74,10 +74,12 @@ def convert_remedis(
 ) -> None:
     """Convert REMEDIS weights to a timm safetensors file (a SavedModel needs TensorFlow; an .npz does not)."""
     from fairscan.errors import InputError
+    from fairscan.io import check_output_file
     from fairscan.models.remedis import convert_remedis as convert
 
     if out.suffix != ".safetensors":
         raise InputError(f"{out}: the output must be a .safetensors file")
+    check_output_file(out, "OUT")
     summary = convert(src, out, arch=arch)
     err_console.print(f"converted {summary['tensors']} tensors for {arch}", highlight=False)
     console.print(str(out), highlight=False, soft_wrap=True)

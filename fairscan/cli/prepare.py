@@ -7,6 +7,7 @@ records: counts per split x sex x race, label prevalence per split x subgroup, a
 from __future__ import annotations
 
 import contextlib
+import inspect
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -26,24 +27,6 @@ app = typer.Typer(
 Out = Annotated[
     Path, typer.Option("--out", "-o", help="Folder to write manifest.parquet and prepare.json to.")
 ]
-Seed = Annotated[
-    int, typer.Option("--seed", help="Seed of every random choice (splits, fractions, sampling).")
-]
-Labels = Annotated[
-    str,
-    typer.Option("--labels", help="Label policy for uncertain (-1) labels: u-zeros, u-ones, ignore, mixed."),
-]
-Blank = Annotated[str, typer.Option("--blank", help="Blank (unmentioned) labels: zero or mask.")]
-Fractions = Annotated[
-    str, typer.Option("--fractions", help="train,validate,test shares of patients for --split random.")
-]
-AllRaces = Annotated[
-    bool,
-    typer.Option(
-        "--all-races",
-        help="Keep images whose race does not map (race left missing), e.g. for pre-training pools.",
-    ),
-]
 CheckImages = Annotated[
     bool,
     typer.Option("--check-images", help="Open every image; drop and list the missing or unreadable ones."),
@@ -52,16 +35,6 @@ Workers = Annotated[
     int, typer.Option("--workers", help="Processes for image work (default: the CPUs, at most 8).")
 ]
 Json = Annotated[bool, typer.Option("--json", help="Print prepare.json instead of the tables.")]
-
-
-def _fractions(text: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(x) for x in text.split(","))
-    except ValueError:
-        raise InputError(
-            f"--fractions {text!r} is not three numbers", hint="e.g. --fractions 0.6,0.1,0.3"
-        ) from None
-
 
 @contextlib.contextmanager
 def _progress(description: str):
@@ -187,128 +160,48 @@ def _render_dropped(record: dict[str, Any]) -> None:
     console.print(table)
 
 
-# ------------------------------------------------------------------------------------------------ adapters
+# ------------------------------------------------------------------------------------------------ the kinds
+# One subcommand per dataset kind (fairscan.data.kinds): its options are the kind's settings.
 
 
-@app.command("chexpert", no_args_is_help=True)
-def chexpert(
-    root: Annotated[
-        Path, typer.Argument(help="The folder holding train.csv (e.g. CheXpert-v1.0-small), or the CSV.")
-    ],
-    demographics: Annotated[
-        Path, typer.Option("--demographics", "-d", help="CHEXPERT DEMO.xlsx (or a CSV with its columns).")
-    ],
-    out: Out,
-    split: Annotated[
-        str,
-        typer.Option(
-            "--split",
-            help="random (the paper's cohort, seeded 60/10/30), published, official, or a split file.",
-        ),
-    ] = "random",
-    seed: Seed = 0,
-    fractions: Fractions = "0.6,0.1,0.3",
-    validate_fraction: Annotated[
-        float,
-        typer.Option("--validate-fraction", help="Share of train.csv patients that validate (official)."),
-    ] = 0.1,
-    labels: Labels = "u-zeros",
-    blank: Blank = "zero",
-    all_races: AllRaces = False,
-    check_images: CheckImages = False,
-    workers: Workers = 0,
-    as_json: Json = False,
-) -> None:
-    """CheXpert: train.csv (+ valid.csv) and the demographics file.
-
-    [dim]fairscan prepare chexpert CheXpert-v1.0-small -d "CHEXPERT DEMO.xlsx" --out data/chexpert[/]
-    [dim]fairscan prepare chexpert CheXpert-v1.0-small -d demo.xlsx --split published --out data/chexpert-paper[/]
-    """
-    from fairscan.data.chexpert import prepare_chexpert
-
-    prepared = prepare_chexpert(
-        root, demographics=demographics, split=split, seed=seed, fractions=_fractions(fractions),
-        validate_fraction=validate_fraction, label_policy=labels, blank=blank, all_races=all_races,
-    )  # fmt: skip
-    _finish(
-        prepared, out, check_images=check_images, workers=workers or None, as_json=as_json, command="chexpert"
-    )
+def _param(name, annotation, default=None):
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
 
 
-@app.command("nih", no_args_is_help=True)
-def nih(
-    root: Annotated[
-        Path, typer.Argument(help="The folder holding Data_Entry_2017.csv (and images/), or the CSV.")
-    ],
-    out: Out,
-    split: Annotated[str, typer.Option("--split", help="official (the two lists) or random.")] = "official",
-    lists: Annotated[
-        Path, typer.Option("--lists", help="Folder of train_val_list.txt and test_list.txt (default: ROOT).")
-    ] = None,
-    seed: Seed = 0,
-    fractions: Fractions = "0.6,0.1,0.3",
-    validate_fraction: Annotated[
-        float, typer.Option("--validate-fraction", help="Share of train_val patients that validate.")
-    ] = 0.1,
-    check_images: CheckImages = False,
-    workers: Workers = 0,
-    as_json: Json = False,
-) -> None:
-    """NIH ChestX-ray14: Data_Entry_2017.csv with the official lists (sex and age; no race).
-
-    [dim]fairscan prepare nih ChestX-ray14 --out data/nih[/]
-    """
-    from fairscan.data.nih import prepare_nih
-
-    prepared = prepare_nih(
-        root,
-        split=split,
-        lists=lists,
-        seed=seed,
-        fractions=_fractions(fractions),
-        validate_fraction=validate_fraction,
-    )
-    _finish(prepared, out, check_images=check_images, workers=workers or None, as_json=as_json, command="nih")
+_OUT = _param("out", Out, inspect.Parameter.empty)
+_CHECK = _param("check_images", CheckImages, False)
+_WORKERS = _param("workers", Workers, 0)
+_JSON = _param("json", Json, False)
 
 
-@app.command("mimic", no_args_is_help=True)
-def mimic(
-    root: Annotated[
-        Path, typer.Argument(help="The MIMIC-CXR-JPG 2.0.0 folder (metadata, chexpert, split CSVs).")
-    ],
-    out: Out,
-    mimic_iv: Annotated[
-        Path,
-        typer.Option(
-            "--mimic-iv", help="MIMIC-IV folder with admissions.csv and patients.csv (or hosp/, core/)."
-        ),
-    ] = None,
-    split: Annotated[str, typer.Option("--split", help="official (the split file) or random.")] = "official",
-    seed: Seed = 0,
-    fractions: Fractions = "0.6,0.1,0.3",
-    labels: Labels = "u-zeros",
-    blank: Blank = "zero",
-    all_races: AllRaces = False,
-    check_images: CheckImages = False,
-    workers: Workers = 0,
-    as_json: Json = False,
-) -> None:
-    """MIMIC-CXR-JPG with race from MIMIC-IV admissions and sex/age from patients.
+def _kind_command(name: str) -> None:
+    from fairscan.cli import _options as opt
+    from fairscan.data.kinds import KINDS
 
-    [dim]fairscan prepare mimic physionet.org/files/mimic-cxr-jpg/2.0.0 --mimic-iv physionet.org/files/mimiciv/2.2 --out data/mimic[/]
-    """
-    from fairscan.data.mimic import prepare_mimic
+    kind = KINDS[name]
+    fields = kind.options()
+    params = [opt.field_parameter(k, f) for k, f in fields.items()]
+    extras = [_OUT, _JSON] if name in ("pool", "balance", "synthetic") else [_OUT, _CHECK, _WORKERS, _JSON]
 
-    prepared = prepare_mimic(
-        root, mimic_iv=mimic_iv, split=split, seed=seed, fractions=_fractions(fractions), label_policy=labels,
-        blank=blank, all_races=all_races,
-    )  # fmt: skip
-    _finish(
-        prepared, out, check_images=check_images, workers=workers or None, as_json=as_json, command="mimic"
-    )
+    def body(ctx: typer.Context, **values: Any) -> None:
+        from fairscan.data.kinds import inputs_of
+        from fairscan.io import check_output_folder
+        from fairscan.settings import validate
 
+        spec = validate(kind, {"kind": name, **opt.typed(ctx, fields, values)}, flags=opt.flag_namer(fields))
+        out = check_output_folder(values["out"], "--out")
+        _not_an_input(out, [Path(p) for v in inputs_of(spec) for p in (v if isinstance(v, list) else [v])])
+        if name == "synthetic":
+            info(f"writing a synthetic {spec.layout} dataset to {out / 'raw'} ...")
+        prepared = spec.prepare(out)
+        command = f"synthetic {spec.layout}" if name == "synthetic" else name
+        _finish(prepared, out, check_images=values.get("check_images", False), workers=values.get("workers") or None,
+                as_json=values["json"], command=command)  # fmt: skip
+        if not values["json"] and name in _AFTER:
+            _AFTER[name](prepared, spec)
 
-# ---------------------------------------------------------------------------------------- pools, balance
+    doc = (kind.__doc__ or "").strip() + "\n\n" + "\n".join(f"[dim]{e}[/]" for e in kind.examples)
+    app.command(name, no_args_is_help=name != "synthetic")(opt.command(body, [*params, *extras], doc))
 
 
 def _not_an_input(out: Path, inputs: list[Path]) -> None:
@@ -317,63 +210,31 @@ def _not_an_input(out: Path, inputs: list[Path]) -> None:
             raise InputError(f"--out {out} is one of the inputs", hint="write the result to a new folder")
 
 
-@app.command("pool", no_args_is_help=True)
-def pool(
-    manifests: Annotated[list[Path], typer.Argument(help="Prepared manifest folders to combine.")],
-    out: Out,
-    fraction: Annotated[
-        float, typer.Option("--fraction", help="Seeded share of each source's patients.")
-    ] = 1.0,
-    splits: Annotated[
-        str, typer.Option("--splits", help="Only these source splits, e.g. train,validate (default: all).")
-    ] = "",
-    evaluation: Annotated[
-        list[Path],
-        typer.Option("--evaluation", "-e", help="Evaluation manifest(s) to check for leakage (repeatable)."),
-    ] = None,
-    seed: Seed = 0,
-    as_json: Json = False,
-) -> None:
-    """A pre-training pool of several manifests, with a leakage warning.
-
-    [dim]fairscan prepare pool data/nih data/chexpert-all --fraction 0.3 -e data/chexpert-paper --out data/pool[/]
-    """
-    from fairscan.data.cohorts import make_pool
-
-    _not_an_input(out, manifests)
-    chosen = [s.strip() for s in splits.split(",") if s.strip()] or None
-    prepared = make_pool(manifests, fraction=fraction, seed=seed, splits=chosen, evaluation=evaluation or ())
-    _finish(prepared, out, check_images=False, workers=None, as_json=as_json, command="pool")
+def _balance_report(prepared, spec) -> None:
+    report = prepared.extra["balance"]
+    info(f"train split: {report['per_race']} images per race (seed {spec.seed})")
+    for when in ("before", "after"):
+        cells = "; ".join(
+            f"{race} " + ", ".join(f"{s} {n}" for s, n in sorted(by_sex.items()))
+            for race, by_sex in report[when].items()
+        )
+        info(f"  {when}: {cells}")
 
 
-@app.command("balance", no_args_is_help=True)
-def balance(
-    manifest: Annotated[Path, typer.Argument(help="A prepared manifest folder (with race).")],
-    out: Out,
-    seed: Seed = 0,
-    as_json: Json = False,
-) -> None:
-    """The balanced fine-tuning set (paper §4.3): every race undersampled to the smallest, sex evened out.
-
-    [dim]fairscan prepare balance data/chexpert --out data/chexpert-balanced[/]
-    """
-    from fairscan.data.cohorts import balance_training_set
-
-    _not_an_input(out, [manifest])
-    prepared = balance_training_set(manifest, seed=seed)
-    _finish(prepared, out, check_images=False, workers=None, as_json=as_json, command="balance")
-    if not as_json:
-        report = prepared.extra["balance"]
-        info(f"train split: {report['per_race']} images per race (seed {seed})")
-        for when in ("before", "after"):
-            cells = "; ".join(
-                f"{race} " + ", ".join(f"{s} {n}" for s, n in sorted(by_sex.items()))
-                for race, by_sex in report[when].items()
-            )
-            info(f"  {when}: {cells}")
+def _synthetic_report(prepared, spec) -> None:
+    fx = prepared.extra["synthetic"]["effect"]
+    info(
+        f"raw {spec.layout} layout in {prepared.extra['raw_root']}; planted effect: {fx['attribute']}={fx['group']} "
+        f"at strength {fx['strength']} (see fairscan.data.synthetic)"
+    )
 
 
-# ------------------------------------------------------------------------------------------ cache, synthetic
+_AFTER = {"balance": _balance_report, "synthetic": _synthetic_report}
+for _name in ("chexpert", "nih", "mimic", "pool", "balance"):
+    _kind_command(_name)
+
+
+# ------------------------------------------------------------------------------------------- the image cache
 
 
 @app.command("cache", no_args_is_help=True)
@@ -390,8 +251,10 @@ def cache(
     """
     from fairscan.data.cache import build_cache, cache_files
     from fairscan.data.manifest import manifest_dir_of
+    from fairscan.io import check_output_folder
 
     manifest = manifest_dir_of(manifest)  # the folder, or its manifest.parquet
+    check_output_folder(manifest, "MANIFEST")  # the cache is written beside the manifest
     with _progress(f"caching {size} px") as update:
         meta = build_cache(manifest, size=size, workers=workers or None, progress=update)
     files = cache_files(manifest, size)
@@ -408,50 +271,5 @@ def cache(
     )
 
 
-@app.command("synthetic")
-def synthetic(
-    out: Out,
-    layout: Annotated[
-        str, typer.Option("--layout", help="chexpert, nih or mimic: whose real layout to write.")
-    ] = "chexpert",
-    patients: Annotated[
-        int, typer.Option("--patients", help="Number of patients (default: the profile's).")
-    ] = None,
-    seed: Seed = 0,
-    profile: Annotated[
-        str, typer.Option("--profile", help="default (small, quick) or test (large groups, strong effect).")
-    ] = "default",
-    effect: Annotated[
-        float,
-        typer.Option("--effect", help="Planted subgroup effect strength in [0, 1] (default: the profile's)."),
-    ] = None,
-    effect_group: Annotated[
-        str,
-        typer.Option(
-            "--effect-group", help="Affected group, attribute:value (default race:Black; NIH sex:Female)."
-        ),
-    ] = None,
-    image_size: Annotated[
-        int, typer.Option("--image-size", help="Image width in pixels (height is 1.2x).")
-    ] = 64,
-    as_json: Json = False,
-) -> None:
-    """A synthetic dataset in a real layout (under OUT/raw), prepared into OUT/manifest.parquet.
 
-    [dim]fairscan prepare synthetic --out data/synthetic[/]
-    [dim]fairscan prepare synthetic --layout mimic --patients 1000 --effect 1 --out data/synthetic-mimic[/]
-    """
-    from fairscan.data.synthetic import prepare_synthetic
-
-    info(f"writing a synthetic {layout} dataset to {out / 'raw'} ...")
-    prepared = prepare_synthetic(
-        out, layout=layout, patients=patients, seed=seed, profile=profile, effect=effect,
-        effect_group=effect_group, image_size=image_size,
-    )  # fmt: skip
-    _finish(prepared, out, check_images=False, workers=None, as_json=as_json, command=f"synthetic {layout}")
-    if not as_json:
-        fx = prepared.extra["synthetic"]["effect"]
-        info(
-            f"raw {layout} layout in {prepared.extra['raw_root']}; planted effect: {fx['attribute']}={fx['group']} "
-            f"at strength {fx['strength']} (see fairscan.data.synthetic)"
-        )
+_kind_command("synthetic")

@@ -89,9 +89,9 @@ def probe(
     """Probe frozen features for a protected attribute: a logistic regression in patient-grouped
     cross-validation, one-vs-rest AUCs and balanced accuracy, and a permutation test of the whole procedure.
     """
-    from fairscan.cli._options import settings_model
     from fairscan.representations.probe import ProbeSettings
     from fairscan.representations.probe import probe as run_probe
+    from fairscan.settings import validate
 
     across = fit_on is not None or evaluate_on is not None
     if across and (fit_on is None or evaluate_on is None or features is not None):
@@ -102,7 +102,7 @@ def probe(
     if not across and features is None:
         raise InputError("name a features table", hint="fairscan probe feats.parquet --target race")
     writable_folder(out)
-    settings = settings_model(
+    settings = validate(
         ProbeSettings,
         dict(
             targets=target or ["race"],
@@ -115,6 +115,7 @@ def probe(
             confounders=confounders,
             jobs=jobs,
         ),
+        flags=lambda key: {"targets": "--target"}.get(key, "--" + key.replace("_", "-")),
     )
     first = _load(fit_on or features, from_scores, mapping, pattern, dedupe)
     second = _load(evaluate_on, from_scores, mapping, pattern, dedupe) if across else None

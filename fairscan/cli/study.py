@@ -30,7 +30,8 @@ Examples:
 """
 
 
-def study(
+def _study(
+    ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="A study (or finetune/ensemble/pretrain) preset; NAME:quick.")],
     seeds: Annotated[
         int, typer.Option("--seeds", min=1, help="Fine-tuning seeds per row (the paper ran 1).")
@@ -48,19 +49,16 @@ def study(
     plan: Annotated[
         bool, typer.Option("--plan", help="List the steps and whether each is done; run nothing.")
     ] = False,
-    gpus: Annotated[
-        int | None, typer.Option("--gpus", min=1, help="GPU processes per run (Accelerate).")
-    ] = None,
-    cpu: Annotated[bool, typer.Option("--cpu", help="Run on the CPU even where a GPU is present.")] = False,
-    procs: Annotated[
-        int | None, typer.Option("--procs", min=1, help="Processes per run (with --cpu: gloo).")
-    ] = None,
+    gpus: int | None = None,
+    **execution,
 ) -> None:
-    from fairscan.cli._options import processes
+    from fairscan.cli._options import processes, typed
     from fairscan.studies import plan_study, run_study
 
-    n = processes(gpus, procs, cpu)
-    run_options = {"procs": n, "cpu": True if cpu else None}
+    run_options = typed(ctx, _EXECUTION, execution)  # handed to every run the study makes
+    n = processes(gpus, run_options.get("procs"), run_options.get("cpu"))
+    if n:
+        run_options["procs"] = n
     if plan:
         p = plan_study(
             name, seeds=seeds, quick=quick or None, overrides=sets, out=out, run_options=run_options
@@ -106,4 +104,28 @@ def render_summary(study_json) -> None:
         console.print(table)
 
 
-study.__doc__ = STUDY_HELP
+def _study_command():
+    """`fairscan study`'s options, with the execution options (``fairscan.settings.ExecutionOptions``) derived."""
+    import inspect
+
+    from fairscan.cli import _options as opt
+
+    own = [p for p in inspect.signature(_study, eval_str=True).parameters.values() if p.kind != p.VAR_KEYWORD]
+    own = [p for p in own if p.name not in ("ctx", "gpus")]
+    params = [*own, *(opt.field_parameter(k, f) for k, f in _EXECUTION.items()), opt.GPUS]
+
+    def body(ctx: typer.Context, **values) -> None:
+        _study(ctx, **values)
+
+    return opt.command(body, params, STUDY_HELP)
+
+
+def _execution_fields():
+    from fairscan.settings import ExecutionOptions
+
+    # every run's own image cache is found beside its manifest: one --cache cannot serve them all
+    return {k: f for k, f in ExecutionOptions.model_fields.items() if k != "cache"}
+
+
+_EXECUTION = _execution_fields()
+study = _study_command()

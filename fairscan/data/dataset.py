@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 RANDAUGMENT = "rand-m6-mstd0.5-inc1"
+IMAGE_UNREADABLE = "image {image} cannot be decoded: {path} ({why})"
 CROP_PCT = 0.875
 
 
@@ -125,11 +126,18 @@ class ImageDataset:
 
         try:
             return load_resized(self._paths[i], self.decode_size)
-        except FileNotFoundError as exc:
+        except FileNotFoundError:
             raise InputError(
                 f"image {self.image_ids[i]} is missing: {self._paths[i]}",
                 hint="check the manifest's image_root (prepare.json), or re-run `fairscan prepare`",
-            ) from exc
+            ) from None
+        except Exception as exc:  # PIL and pydicom raise many types for a damaged file
+            raise InputError(
+                IMAGE_UNREADABLE.format(
+                    image=self.image_ids[i], path=self._paths[i], why=f"{type(exc).__name__}: {exc}"
+                ),
+                hint="replace the file, or drop unreadable images with `fairscan prepare ... --check-images`",
+            ) from None
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
         import torch

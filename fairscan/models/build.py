@@ -157,9 +157,23 @@ def build_model(
     elif pooling != "avg":
         raise InputError(f"pooling {pooling!r} does not apply to ResNet architectures", hint="use avg")
     model = timm.create_model(arch, pretrained=False, **kwargs)
+    if family == "vit":
+        check_patch_size(model, image_size, arch)
     if head == PROBE_HEAD:
         add_probe_norm(model)
     return model
+
+
+def check_patch_size(model: nn.Module, image_size: int, arch: str) -> None:
+    """A ViT cuts the image into whole patches: a size that is not a multiple would silently drop pixels."""
+    patch = getattr(getattr(model, "patch_embed", None), "patch_size", None)
+    patch = patch[0] if isinstance(patch, (tuple, list)) else patch
+    if patch and image_size % patch:
+        lower, upper = image_size - image_size % patch, image_size - image_size % patch + patch
+        raise InputError(
+            f"--image-size {image_size} is not a multiple of {arch}'s {patch}-pixel patches",
+            hint=f"use {lower or upper} or {upper}",
+        )
 
 
 def classifier_name(model: nn.Module) -> str:
@@ -194,8 +208,6 @@ def backbone_names(model: nn.Module) -> list[str]:
 
 def load_run_model(run: str | Path) -> tuple[nn.Module, ModelInfo]:
     """Rebuild a fine-tuned model from its run folder, loading ``model.safetensors`` strictly."""
-    from safetensors.torch import load_file
-
     run = Path(run)
     if not run.is_dir():
         raise InputError(f"{run}: not a run folder", hint="give the --out folder of `fairscan finetune`")
@@ -213,7 +225,7 @@ def load_run_model(run: str | Path) -> tuple[nn.Module, ModelInfo]:
         image_size=info.image_size,
         head=info.head,
     )
-    state = load_file(weights)
+    state = read_safetensors(weights, hint="the run's weights are damaged: re-run `fairscan finetune`")
     result = model.load_state_dict(state, strict=False)
     if result.missing_keys or result.unexpected_keys:
         raise InputError(
@@ -223,6 +235,16 @@ def load_run_model(run: str | Path) -> tuple[nn.Module, ModelInfo]:
         )
     model.eval()
     return model, info
+
+
+def read_safetensors(path: Path, hint: str | None = None) -> dict:
+    """A safetensors file's tensors; a damaged file is an InputError naming it."""
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(path)
+    except Exception as exc:  # safetensors raises its own error types
+        raise InputError(f"{path}: not a readable safetensors file ({exc})", hint=hint) from None
 
 
 def _few(keys, n: int = 5) -> str:

@@ -19,6 +19,7 @@ shape, and a weight in the file that maps to nothing is an error (the classifier
 from __future__ import annotations
 
 import re
+import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -79,14 +80,22 @@ def read_arrays(src: str | Path) -> dict[str, np.ndarray]:
     import numpy as np
 
     src = Path(src)
+    if not src.exists():
+        raise InputError(f"{src}: no such file or folder", hint="give the REMEDIS SavedModel folder or an .npz of it")
     if src.is_dir():
         if not (src / "saved_model.pb").exists():
             raise InputError(f"{src}: not a TensorFlow SavedModel folder (no saved_model.pb)")
         return read_savedmodel(src)
     if src.suffix != ".npz":
         raise InputError(f"{src}: expected a SavedModel folder or an .npz of BiT-named variables")
-    with np.load(src, allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
+    try:
+        with np.load(src, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise InputError(
+            f"{src}: not a readable .npz of arrays ({type(exc).__name__}: {exc})",
+            hint="write it with np.savez(path, **{v.name: v.numpy() for v in variables}) (see `--help`)",
+        ) from None
 
 
 def convert_bit_arrays(arrays: dict[str, np.ndarray], model) -> dict[str, Any]:

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from fairscan.errors import InputError
 from fairscan.io import sha256_file
-from fairscan.models.build import MODEL_JSON, MODEL_WEIGHTS, ModelInfo, classifier_name
+from fairscan.models.build import MODEL_JSON, MODEL_WEIGHTS, ModelInfo, classifier_name, read_safetensors
 
 if TYPE_CHECKING:
     import torch
@@ -91,11 +91,11 @@ def read_checkpoint(source: str | Path) -> Checkpoint:
                 hint="give a weights file, or a run folder written by `fairscan pretrain` or `finetune`",
             )
         info = ModelInfo.read(path) if (path / MODEL_JSON).exists() else None
-        sd = _read_safetensors(path / MODEL_WEIGHTS)
+        sd = read_safetensors(path / MODEL_WEIGHTS)
         return Checkpoint(str(path), "fairscan", sha256_file(path / MODEL_WEIGHTS), sd, info=info)
     digest = sha256_file(path)
     if path.suffix == ".safetensors":
-        return Checkpoint(str(path), "timm", digest, _strip_module(_read_safetensors(path)))
+        return Checkpoint(str(path), "timm", digest, _strip_module(read_safetensors(path)))
     if path.suffix == ".npz":
         raise InputError(
             f"{path}: a TensorFlow/JAX .npz checkpoint cannot be fine-tuned directly",
@@ -132,24 +132,55 @@ def convert_checkpoint(obj: Any, *, source: str, sha256: str = "") -> Checkpoint
 
 
 def hub_checkpoint(hub_name: str) -> Checkpoint:
-    """Weights from the Hugging Face hub through timm's pretrained config (cached; needs network once)."""
+    """Weights from the Hugging Face hub through timm's pretrained config: the local cache first, then the
+    network. Without a copy in the cache and without the hub (offline, or no connection) it fails at once,
+    rather than after the hub client's retries."""
     import timm
 
     cfg = timm.models.get_pretrained_cfg(hub_name)
     if cfg is None or not cfg.hf_hub_id:
         raise InputError(f"timm has no hub weights named {hub_name!r}")
-    try:
-        from huggingface_hub import hf_hub_download
+    from huggingface_hub import hf_hub_download
 
-        path = hf_hub_download(cfg.hf_hub_id, cfg.hf_hub_filename or "model.safetensors")
-    except Exception as exc:  # offline, no cache, network errors: all mean "not available here"
-        raise InputError(
-            f"the weights {hub_name} are not available here ({type(exc).__name__})",
-            hint="run once with network access (unset HF_HUB_OFFLINE), or pass --weights FILE",
-        ) from exc
+    filename = cfg.hf_hub_filename or "model.safetensors"
+    try:
+        path = hf_hub_download(cfg.hf_hub_id, filename, local_files_only=True)
+    except Exception:  # not in the cache
+        why = _hub_unreachable()
+        if why is not None:
+            raise InputError(
+                f"the weights {hub_name} are not in the local cache, and {why}",
+                hint=f"pass --weights FILE (a copy of {cfg.hf_hub_id}/{filename}), or run once with network access",
+            ) from None
+        try:
+            path = hf_hub_download(cfg.hf_hub_id, filename)
+        except Exception as exc:  # network errors, a missing file on the hub: all mean "not available here"
+            raise InputError(
+                f"the weights {hub_name} could not be downloaded ({type(exc).__name__}: {str(exc)[:160]})",
+                hint="pass --weights FILE, or try again with network access",
+            ) from exc
     ckpt = read_checkpoint(path)
     ckpt.source = f"hf-hub:{cfg.hf_hub_id}"
     return ckpt
+
+
+def _hub_unreachable(timeout: float = 3.0) -> str | None:
+    """Why the hub cannot be reached now (None if it can): offline mode, or no connection to its host."""
+    import os
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        return "the hub is offline (HF_HUB_OFFLINE is set)"
+    url = urlparse(constants.ENDPOINT)
+    host, port = url.hostname or "huggingface.co", url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as exc:
+        return f"{host} cannot be reached ({exc.strerror or type(exc).__name__})"
+    return None
 
 
 def _torch_load(path: Path) -> Any:
@@ -165,15 +196,6 @@ def _torch_load(path: Path) -> Any:
             f"{path}: cannot be read safely as a PyTorch checkpoint ({type(exc).__name__}: {str(exc)[:200]})",
             hint="fairscan loads with weights_only=True; save the state dict alone, or as .safetensors",
         ) from exc
-
-
-def _read_safetensors(path: Path) -> dict:
-    from safetensors.torch import load_file
-
-    try:
-        return load_file(path)
-    except Exception as exc:
-        raise InputError(f"{path}: not a readable safetensors file ({exc})") from exc
 
 
 def _strip_module(sd: dict) -> dict:

@@ -6,17 +6,12 @@
 PosixPath('studies/table2/report.html')
 """
 
+from fairscan.studies.plan import Plan, Runner, Step, plan_study, predictions_path, seed_dir
 from fairscan.studies.runner import (
     STUDY_FILES,
     STUDY_SCHEMA,
-    Plan,
-    Runner,
-    Step,
     load_study,
-    plan_study,
-    predictions_path,
     run_study,
-    seed_dir,
     study_dict,
     write_study,
 )

@@ -1,12 +1,14 @@
-"""Training: the one Accelerate loop and what runs on it.
+"""Training: the one Accelerate loop, the stages that run on it, and their lifecycle.
 
 - ``loop``: the loop itself (:func:`~fairscan.train.loop.train`), its :class:`~fairscan.train.loop.Objective`
-  interface, checkpoints and resume (the API is documented at the top of the module);
+  interface and resume (the API is documented at the top of the module); ``checkpoint``: its checkpoints (written
+  by renames, checked before a resume) and its metrics log; ``progress``: what it says on the console;
 - ``optim``: parameter groups with layer-wise lr decay, AdamW / LARS, the warm-up + cosine schedule;
-- ``supervised``: multi-label fine-tuning and linear probing as an objective (masked BCE, validation AUC);
-- ``finetune`` / ``predict``: the ``fairscan finetune`` and ``fairscan predict`` stages as library calls;
-- ``launch``: running a command on several processes through Accelerate's launcher;
-- ``objectives``: the self-supervised pre-training objectives (MAE, MoCo v3).
+- ``stage``: the lifecycle every training stage goes through (preflight and lock, resolve, relaunch, run,
+  complete); ``launch``: a library function on several processes through Accelerate's launcher;
+- ``finetune`` / ``pretrain`` (with ``pretrain_data``) / ``predict``: the stages as library calls;
+  ``supervised``: multi-label fine-tuning and linear probing as an objective (masked BCE, validation AUC);
+- ``objectives``: the pre-training methods (MAE, MoCo v3), registered by name.
 
 Nothing heavy is imported here.
 """

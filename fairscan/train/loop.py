@@ -46,13 +46,11 @@ warm-up over ``warmup_epochs``, cosine to ``min_lr``). A non-finite loss on any 
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -60,12 +58,11 @@ import torch
 import torch.nn as nn
 
 from fairscan.errors import InputError, RunError
-from fairscan.io import atomic_path, write_json
+from fairscan.runs import METRICS, MODEL_WEIGHTS, RunFolder
+from fairscan.train.checkpoint import MetricsLog, Progress, load_state, save_model, save_state
 from fairscan.train.optim import build_optimizer, lr_at, param_groups, set_lr
+from fairscan.train.progress import Bar, epoch_line
 
-STATE, STATE_NEXT, STATE_PREV = "state", "state.next", "state.prev"
-PROGRESS = "progress.json"
-METRICS = "metrics.jsonl"
 NON_FINITE = (
     "non-finite loss ({value}) at step {step} (epoch {epoch}, process {rank}); batch image ids: {ids}"
 )
@@ -247,154 +244,6 @@ def split_batch(batch_size: int, *, processes: int, accum: int) -> int:
 # ------------------------------------------------------------------------------------------- bookkeeping
 
 
-@dataclass
-class _Progress:
-    epoch: int = 0  # current epoch (0-based)
-    batch: int = 0  # micro-batches of this epoch already consumed (per process)
-    step: int = 0  # optimiser steps done
-    best: float | None = None
-    best_epoch: int | None = None
-    log_loss: float = 0.0  # running sums since the last log line
-    log_n: int = 0
-    epoch_loss: float = 0.0
-    epoch_n: int = 0
-    world_size: int = 1
-    steps_per_epoch: int = 0
-
-
-class _Metrics:
-    """``metrics.jsonl``: appended by the main process, truncated to a checkpoint's step on resume."""
-
-    def __init__(self, path: Path, main: bool):
-        self.path, self.main = path, main
-
-    def truncate(self, step: int) -> None:
-        if not self.main or not self.path.exists():
-            return
-        keep = []
-        for line in self.path.read_text().splitlines():
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                continue  # a line cut by the kill
-            if rec.get("step", 0) <= step:
-                keep.append(line)
-        with atomic_path(self.path) as tmp:
-            tmp.write_text("".join(k + "\n" for k in keep))
-
-    def write(self, record: dict) -> None:
-        if self.main:
-            with open(self.path, "a", encoding="utf-8") as f:
-                f.write(json.dumps(record, default=_jsonable) + "\n")
-
-
-def _jsonable(x: Any) -> Any:
-    if isinstance(x, torch.Tensor):
-        return x.item() if x.numel() == 1 else x.tolist()
-    if hasattr(x, "item"):
-        return x.item()
-    return str(x)
-
-
-RUN_EXISTS = "{out} already holds a run"
-
-
-def check_run_folder(out: str | os.PathLike, *, resume: bool, stage: str | None = None) -> dict | None:
-    """The saved stage record when resuming (of ``stage``, if given); refuse to overwrite a run otherwise."""
-    out = Path(out)
-    record = out / "stage.json"
-    if resume:
-        if not record.exists():
-            raise InputError(
-                f"{out}: nothing to resume (no stage.json)", hint="start the run without --resume"
-            )
-        saved = json.loads(record.read_text())
-        if stage is not None and saved.get("stage") != stage:
-            raise InputError(f"{out}: not a {stage} run (stage {saved.get('stage')!r})")
-        return saved
-    if record.exists() or (out / "state").exists():
-        raise InputError(
-            RUN_EXISTS.format(out=out), hint="continue it with --resume, or choose another --out"
-        )
-    return None
-
-
-def resumed_config(cfg, saved: dict):
-    """The saved run's settings (a model of ``cfg``'s type); options given now must agree with them."""
-    old = type(cfg)(**saved["settings"])
-    given = cfg.model_dump(exclude_unset=True)
-    ref = old.model_dump()
-    differ = [k for k, v in given.items() if k != "out" and ref.get(k) != v]
-    if differ:
-        raise InputError(
-            f"{cfg.out}: --resume continues the saved settings, but {', '.join(differ)} differ",
-            hint="drop those options (the run's stage.json has its settings), or start a new --out",
-        )
-    return old
-
-
-def printer(console) -> Callable[[str], None]:
-    """``say(msg)`` on ``console`` (rich markup, no highlighting), or a no-op without one."""
-    if console is None:
-        return lambda msg: None
-    return lambda msg: console.print(msg, highlight=False, soft_wrap=True)
-
-
-def flat_settings(d: dict) -> dict:
-    """Settings as trackers take them: numbers, strings and booleans as they are, anything else as text."""
-    return {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in d.items()}
-
-
-def fmt_metric(x: float | None) -> str:
-    return "n/a" if x is None else f"{x:.4f}"
-
-
-def find_state(out_dir: Path) -> Path | None:
-    """The newest complete checkpoint: ``state/``, or ``state.prev/`` if a kill fell between the renames."""
-    for name in (STATE, STATE_PREV):
-        if (out_dir / name / PROGRESS).is_file():
-            return out_dir / name
-    return None
-
-
-def _save_state(accelerator, out_dir: Path, progress: _Progress) -> None:
-    nxt, cur, prev = out_dir / STATE_NEXT, out_dir / STATE, out_dir / STATE_PREV
-    if accelerator.is_main_process and nxt.exists():
-        shutil.rmtree(nxt)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(nxt))
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        write_json(nxt / PROGRESS, asdict(progress))
-        if cur.exists():
-            if prev.exists():
-                shutil.rmtree(prev)
-            os.replace(cur, prev)
-        os.replace(nxt, cur)
-        if prev.exists():
-            shutil.rmtree(prev)
-    accelerator.wait_for_everyone()
-
-
-def write_weights(path: Path, state: dict[str, torch.Tensor]) -> None:
-    """A state dict as safetensors (CPU, contiguous copies), written atomically: a reader never sees half."""
-    from safetensors.torch import save_file
-
-    state = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
-    with atomic_path(path) as tmp:
-        save_file(state, str(tmp), metadata={"format": "pt"})
-
-
-def _save_model(accelerator, objective: Objective, model, out_dir: Path) -> None:
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        write_weights(
-            out_dir / "model.safetensors",
-            objective.export(accelerator.unwrap_model(model, keep_torch_compile=False)),
-        )
-    accelerator.wait_for_everyone()
-
-
 def _improved(value: float | None, best: float | None, mode: str) -> bool:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return best is None
@@ -420,186 +269,200 @@ def train(
     tracker_config: dict | None = None,
 ) -> TrainResult:
     """Train ``objective.model``; see the module docstring for what is written and how resume works."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    main = accelerator.is_main_process
-    world = accelerator.num_processes
-    per_proc = split_batch(cfg.batch_size, processes=world, accum=cfg.accum)
-    if len(train_set) < cfg.batch_size // cfg.accum:
-        raise InputError(
-            f"the training split has {len(train_set)} images, fewer than one batch of {cfg.batch_size // cfg.accum}",
-            hint="lower --batch-size (or raise --accum)",
-        )
-    train_loader, val_loader, sampler = build_loaders(
-        train_set, val_set, cfg=cfg, per_process_batch=per_proc, collate_fn=collate_fn
-    )
-    model = objective.model
-    optimizer = build_optimizer(cfg.optimizer, objective.param_groups(cfg), lr=cfg.lr, betas=cfg.betas)
-    if val_loader is not None:
-        model, optimizer, train_loader, val_loader = accelerator.prepare(
-            model, optimizer, train_loader, val_loader
-        )
-    else:
-        model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
-    steps_per_epoch = math.ceil(len(train_loader) / cfg.accum)
-    total_steps = steps_per_epoch * cfg.epochs
-    warmup_steps = int(round(cfg.warmup_epochs * steps_per_epoch))
-
-    progress = _Progress(world_size=world, steps_per_epoch=steps_per_epoch)
-    metrics = _Metrics(out_dir / METRICS, main)
-    resumed_from = None
-    if resume:
-        state = find_state(out_dir)
-        if state is None:
-            raise InputError(
-                f"{out_dir}: no checkpoint to resume from", hint="start the run without --resume"
-            )
-        saved = _Progress(**json.loads((state / PROGRESS).read_text()))
-        if (saved.world_size, saved.steps_per_epoch) != (world, steps_per_epoch):
-            raise InputError(
-                f"{out_dir}: the checkpoint was made with {saved.world_size} process(es) and "
-                f"{saved.steps_per_epoch} steps per epoch; this run has {world} and {steps_per_epoch}",
-                hint="resume with the same number of processes and batch size",
-            )
-        accelerator.load_state(str(state))
-        progress = saved
-        resumed_from = progress.step
-        metrics.truncate(progress.step)
-    elif main and (out_dir / METRICS).exists():
-        (out_dir / METRICS).unlink()
-    accelerator.wait_for_everyone()
-
+    loop = _Loop(objective, accelerator, train_set, val_set, cfg, Path(out_dir), collate_fn, console)
+    loop.start(resume)
     if accelerator.log_with:
-        accelerator.init_trackers(out_dir.name or "fairscan", config=tracker_config or {})
-    select = objective.select_metric
-    history: list[dict] = []
-    last: dict[str, Any] = {}
-    train_seconds, images = 0.0, 0
-    bar = _Bar(console if main and console is not None and console.is_terminal else None, steps_per_epoch)
+        accelerator.init_trackers(loop.out.name or "fairscan", config=tracker_config or {})
     try:
-        while progress.epoch < cfg.epochs:
-            epoch = progress.epoch
-            train_loader.set_epoch(epoch)
-            sampler.set_epoch(epoch)
-            loader = (
-                accelerator.skip_first_batches(train_loader, progress.batch)
-                if progress.batch
-                else train_loader
-            )
-            model.train()
-            objective.train_mode(accelerator.unwrap_model(model, keep_torch_compile=False))
-            bar.start(epoch, done=progress.batch // cfg.accum)
-            t0 = time.perf_counter()
-            for batch in loader:
-                if progress.batch % cfg.accum == 0:
-                    set_lr(
-                        optimizer,
-                        lr_at(
-                            progress.step,
-                            total=total_steps,
-                            warmup=warmup_steps,
-                            lr=cfg.lr,
-                            min_lr=cfg.min_lr,
-                        ),
-                    )
-                with accelerator.accumulate(model):
-                    out = objective.loss(model, batch)
-                    loss, extra = out if isinstance(out, tuple) else (out, {})
-                    losses = accelerator.gather(loss.detach().float().reshape(1))
-                    if not torch.isfinite(losses).all():
-                        _raise_non_finite(objective, batch, train_set, losses, progress, accelerator)
-                    accelerator.backward(loss)
-                    if cfg.clip_grad and accelerator.sync_gradients:
-                        accelerator.clip_grad_norm_(model.parameters(), cfg.clip_grad)
-                    optimizer.step()
-                    optimizer.zero_grad(set_to_none=True)
-                value = float(losses.mean())
-                progress.batch += 1
-                progress.log_loss += value
-                progress.log_n += 1
-                progress.epoch_loss += value
-                progress.epoch_n += 1
-                images += per_proc * world
-                if not accelerator.sync_gradients:
-                    continue
-                progress.step += 1
-                bar.advance(value)
-                if progress.step % cfg.log_every == 0:
-                    rec = {
-                        "kind": "train", "step": progress.step, "epoch": epoch,
-                        "lr": optimizer.param_groups[0]["lr"] / optimizer.param_groups[0].get("lr_scale", 1.0),
-                        "loss": progress.log_loss / max(1, progress.log_n),
-                        **{k: float(v) for k, v in extra.items()},
-                    }  # fmt: skip
-                    progress.log_loss, progress.log_n = 0.0, 0
-                    metrics.write(rec)
-                    if accelerator.log_with:
-                        accelerator.log(
-                            {"train/loss": rec["loss"], "train/lr": rec["lr"]}, step=progress.step
-                        )
-                mid_epoch = progress.batch < len(train_loader)
-                if cfg.save_every and progress.step % cfg.save_every == 0 and mid_epoch:
-                    train_seconds += time.perf_counter() - t0
-                    _save_state(accelerator, out_dir, progress)
-                    t0 = time.perf_counter()
-            train_seconds += time.perf_counter() - t0
-            bar.stop()
-
-            epoch_metrics: dict[str, Any] = {"train_loss": progress.epoch_loss / max(1, progress.epoch_n)}
-            if val_loader is not None and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs):
-                model.eval()
-                with torch.no_grad():
-                    epoch_metrics.update(objective.evaluate(model, val_loader, accelerator))
-            epoch_metrics.update(
-                objective.on_epoch_end(
-                    accelerator.unwrap_model(model, keep_torch_compile=False), epoch, accelerator
-                )
-                or {}
-            )
-            progress.epoch, progress.batch = epoch + 1, 0
-            progress.epoch_loss, progress.epoch_n = 0.0, 0
-            value = epoch_metrics.get(select) if select else None
-            eligible = epoch >= cfg.select_after_epoch
-            if select is None or (
-                select in epoch_metrics
-                and eligible
-                and _improved(value, progress.best, objective.select_mode)
-            ):
-                progress.best, progress.best_epoch = (value, epoch) if select else (None, epoch)
-                _save_model(accelerator, objective, model, out_dir)
-            rec = {"kind": "epoch", "step": progress.step, "epoch": epoch, **epoch_metrics,
-                   "best": progress.best, "best_epoch": progress.best_epoch}  # fmt: skip
-            metrics.write(rec)
-            history.append(rec)
-            last = epoch_metrics
-            if accelerator.log_with:
-                accelerator.log(
-                    {k: v for k, v in epoch_metrics.items() if isinstance(v, (int, float))},
-                    step=progress.step,
-                )
-            if console is not None and main:
-                console.print(_epoch_line(rec, cfg.epochs, select), highlight=False, soft_wrap=True)
-            _save_state(accelerator, out_dir, progress)
-        if not (out_dir / "model.safetensors").exists():  # the selection metric never came: keep the last
-            _save_model(accelerator, objective, model, out_dir)
+        while loop.progress.epoch < cfg.epochs:
+            loop.train_epoch()
+            loop.end_epoch()
+        if not (loop.out / MODEL_WEIGHTS).exists():  # the selection metric never came: keep the last
+            save_model(accelerator, objective, loop.model, loop.out)
     finally:
-        bar.stop()
+        loop.bar.stop()
         if accelerator.log_with:
             accelerator.end_training()
-    return TrainResult(
-        steps=progress.step,
-        epochs=progress.epoch,
-        best_metric=progress.best,
-        best_epoch=progress.best_epoch,
-        last_metrics=last,
-        train_seconds=train_seconds,
-        images_per_second=images / train_seconds if train_seconds > 0 else 0.0,
-        resumed_from_step=resumed_from,
-        history=history,
-    )
+    return loop.result()
 
 
-def _raise_non_finite(objective, batch, dataset, losses, progress: _Progress, accelerator) -> None:
+class _Loop:
+    """One run of the loop: what :func:`train` sets up once, then each epoch's training and its end."""
+
+    def __init__(
+        self, objective, accelerator, train_set, val_set, cfg: TrainConfig, out: Path, collate_fn, console
+    ):
+        self.objective, self.acc, self.train_set, self.cfg, self.out = (
+            objective,
+            accelerator,
+            train_set,
+            cfg,
+            out,
+        )
+        self.console = console if accelerator.is_main_process else None
+        out.mkdir(parents=True, exist_ok=True)
+        world = accelerator.num_processes
+        self.per_proc = split_batch(cfg.batch_size, processes=world, accum=cfg.accum)
+        if len(train_set) < cfg.batch_size // cfg.accum:
+            raise InputError(
+                f"the training split has {len(train_set)} images, fewer than one batch of {cfg.batch_size // cfg.accum}",
+                hint="lower --batch-size (or raise --accum)",
+            )
+        loaders = build_loaders(
+            train_set, val_set, cfg=cfg, per_process_batch=self.per_proc, collate_fn=collate_fn
+        )
+        train_loader, val_loader, self.sampler = loaders
+        optimizer = build_optimizer(cfg.optimizer, objective.param_groups(cfg), lr=cfg.lr, betas=cfg.betas)
+        if val_loader is not None:
+            self.model, self.optimizer, self.train_loader, self.val_loader = accelerator.prepare(
+                objective.model, optimizer, train_loader, val_loader
+            )
+        else:
+            self.model, self.optimizer, self.train_loader = accelerator.prepare(
+                objective.model, optimizer, train_loader
+            )
+            self.val_loader = None
+        self.steps_per_epoch = math.ceil(len(self.train_loader) / cfg.accum)
+        self.total_steps = self.steps_per_epoch * cfg.epochs
+        self.warmup_steps = int(round(cfg.warmup_epochs * self.steps_per_epoch))
+        self.progress = Progress(world_size=world, steps_per_epoch=self.steps_per_epoch)
+        self.metrics = MetricsLog(out / METRICS, accelerator.is_main_process)
+        self.resumed_from: int | None = None
+        self.history: list[dict] = []
+        self.last: dict[str, Any] = {}
+        self.train_seconds, self.images = 0.0, 0
+        terminal = self.console is not None and self.console.is_terminal
+        self.bar = Bar(self.console if terminal else None, self.steps_per_epoch)
+
+    def start(self, resume: bool) -> None:
+        """Continue from the checkpoint in ``state/`` (metrics.jsonl cut back to it), or start afresh."""
+        if resume:
+            state = RunFolder(self.out).checkpoint()
+            if state is None:
+                raise InputError(
+                    f"{self.out}: no checkpoint to resume from", hint="start the run without --resume"
+                )
+            saved = load_state(self.acc, state)
+            here = (self.acc.num_processes, self.steps_per_epoch)
+            if (saved.world_size, saved.steps_per_epoch) != here:
+                raise InputError(
+                    f"{self.out}: the checkpoint was made with {saved.world_size} process(es) and "
+                    f"{saved.steps_per_epoch} steps per epoch; this run has {here[0]} and {here[1]}",
+                    hint="resume with the same number of processes and batch size",
+                )
+            self.progress, self.resumed_from = saved, saved.step
+            self.metrics.truncate(saved.step)
+        elif self.acc.is_main_process and (self.out / METRICS).exists():
+            (self.out / METRICS).unlink()
+        self.acc.wait_for_everyone()
+
+    def train_epoch(self) -> None:
+        """The optimiser steps of one epoch (from where a resumed epoch stopped)."""
+        acc, cfg, progress, model, optimizer = self.acc, self.cfg, self.progress, self.model, self.optimizer
+        epoch, world = progress.epoch, acc.num_processes
+        self.train_loader.set_epoch(epoch)
+        self.sampler.set_epoch(epoch)
+        loader = (
+            acc.skip_first_batches(self.train_loader, progress.batch) if progress.batch else self.train_loader
+        )
+        model.train()
+        self.objective.train_mode(acc.unwrap_model(model, keep_torch_compile=False))
+        self.bar.start(epoch, done=progress.batch // cfg.accum)
+        n_batches = len(self.train_loader)
+        t0 = time.perf_counter()
+        for batch in loader:
+            if progress.batch % cfg.accum == 0:
+                lr = lr_at(
+                    progress.step,
+                    total=self.total_steps,
+                    warmup=self.warmup_steps,
+                    lr=cfg.lr,
+                    min_lr=cfg.min_lr,
+                )
+                set_lr(optimizer, lr)
+            with acc.accumulate(model):
+                out = self.objective.loss(model, batch)
+                loss, extra = out if isinstance(out, tuple) else (out, {})
+                losses = acc.gather(loss.detach().float().reshape(1))
+                if not torch.isfinite(losses).all():
+                    _raise_non_finite(self.objective, batch, self.train_set, losses, progress, acc)
+                acc.backward(loss)
+                if cfg.clip_grad and acc.sync_gradients:
+                    acc.clip_grad_norm_(model.parameters(), cfg.clip_grad)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            value = float(losses.mean())
+            progress.batch += 1
+            progress.log_loss += value
+            progress.log_n += 1
+            progress.epoch_loss += value
+            progress.epoch_n += 1
+            self.images += self.per_proc * world
+            if not acc.sync_gradients:
+                continue
+            progress.step += 1
+            self.bar.advance(value)
+            if progress.step % cfg.log_every == 0:
+                self._log_step(epoch, extra)
+            if cfg.save_every and progress.step % cfg.save_every == 0 and progress.batch < n_batches:
+                self.train_seconds += time.perf_counter() - t0
+                save_state(acc, self.out, progress)
+                t0 = time.perf_counter()
+        self.train_seconds += time.perf_counter() - t0
+        self.bar.stop()
+
+    def _log_step(self, epoch: int, extra: dict) -> None:
+        progress, group = self.progress, self.optimizer.param_groups[0]
+        rec = {
+            "kind": "train", "step": progress.step, "epoch": epoch, "lr": group["lr"] / group.get("lr_scale", 1.0),
+            "loss": progress.log_loss / max(1, progress.log_n), **{k: float(v) for k, v in extra.items()},
+        }  # fmt: skip
+        progress.log_loss, progress.log_n = 0.0, 0
+        self.metrics.write(rec)
+        if self.acc.log_with:
+            self.acc.log({"train/loss": rec["loss"], "train/lr": rec["lr"]}, step=progress.step)
+
+    def end_epoch(self) -> None:
+        """Evaluate, keep the model if it is the best so far, log, and checkpoint."""
+        acc, cfg, progress, objective = self.acc, self.cfg, self.progress, self.objective
+        epoch = progress.epoch
+        metrics: dict[str, Any] = {"train_loss": progress.epoch_loss / max(1, progress.epoch_n)}
+        if self.val_loader is not None and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs):
+            self.model.eval()
+            with torch.no_grad():
+                metrics.update(objective.evaluate(self.model, self.val_loader, acc))
+        unwrapped = acc.unwrap_model(self.model, keep_torch_compile=False)
+        metrics.update(objective.on_epoch_end(unwrapped, epoch, acc) or {})
+        progress.epoch, progress.batch = epoch + 1, 0
+        progress.epoch_loss, progress.epoch_n = 0.0, 0
+        select = objective.select_metric
+        value = metrics.get(select) if select else None
+        eligible = select in metrics and epoch >= cfg.select_after_epoch
+        if select is None or (eligible and _improved(value, progress.best, objective.select_mode)):
+            progress.best, progress.best_epoch = (value, epoch) if select else (None, epoch)
+            save_model(acc, objective, self.model, self.out)
+        rec = {"kind": "epoch", "step": progress.step, "epoch": epoch, **metrics,
+               "best": progress.best, "best_epoch": progress.best_epoch}  # fmt: skip
+        self.metrics.write(rec)
+        self.history.append(rec)
+        self.last = metrics
+        if acc.log_with:
+            acc.log({k: v for k, v in metrics.items() if isinstance(v, (int, float))}, step=progress.step)
+        if self.console is not None:
+            self.console.print(epoch_line(rec, cfg.epochs, select), highlight=False, soft_wrap=True)
+        save_state(acc, self.out, progress)
+
+    def result(self) -> TrainResult:
+        p = self.progress
+        return TrainResult(
+            steps=p.step, epochs=p.epoch, best_metric=p.best, best_epoch=p.best_epoch, last_metrics=self.last,
+            train_seconds=self.train_seconds,
+            images_per_second=self.images / self.train_seconds if self.train_seconds > 0 else 0.0,
+            resumed_from_step=self.resumed_from, history=self.history,
+        )  # fmt: skip
+
+
+def _raise_non_finite(objective, batch, dataset, losses, progress: Progress, accelerator) -> None:
     rank = accelerator.process_index
     value = float(losses[rank])
     if math.isfinite(value):
@@ -616,45 +479,3 @@ def _raise_non_finite(objective, batch, dataset, losses, progress: _Progress, ac
         ),
         hint="lower the learning rate (--lr) or check these images; the last checkpoint in state/ is intact",
     )
-
-
-def _epoch_line(rec: dict, epochs: int, select: str | None) -> str:
-    parts = [
-        f"epoch {rec['epoch'] + 1}/{epochs}",
-        f"step {rec['step']}",
-        f"train loss {rec['train_loss']:.4f}",
-    ]
-    for k, v in rec.items():
-        if k.startswith("val_") and isinstance(v, float):
-            parts.append(f"{k.replace('_', ' ').replace(' auc', ' AUC')} {v:.4f}")
-    if select and rec.get("best") is not None:
-        parts.append(f"(best {rec['best']:.4f} at epoch {rec['best_epoch'] + 1})")
-    return "  ".join(parts)
-
-
-class _Bar:
-    """A rich progress bar on the given (stderr) console, one task per epoch; silent without a console."""
-
-    def __init__(self, console, total: int):
-        self.console, self.total, self.progress, self.task = console, total, None, None
-
-    def start(self, epoch: int, done: int = 0) -> None:
-        if self.console is None:
-            return
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self.progress = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-            console=self.console, transient=True,
-        )  # fmt: skip
-        self.progress.start()
-        self.task = self.progress.add_task(f"epoch {epoch + 1}", total=self.total, completed=done)
-
-    def advance(self, loss: float) -> None:
-        if self.progress is not None:
-            self.progress.update(self.task, advance=1, description=f"loss {loss:.4f}")
-
-    def stop(self) -> None:
-        if self.progress is not None:
-            self.progress.stop()
-            self.progress = None

@@ -11,30 +11,29 @@ travels in the parquet metadata. Evaluation preprocessing: resize to ``image_siz
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from fairscan import __version__
 from fairscan.errors import InputError, RunError
+from fairscan.settings import Cli, ExecutionOptions
 
 KEEP = ("image_id", "patient_id", "study_id", "view", "sex", "age", "race")
 
 
-class PredictConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class PredictConfig(ExecutionOptions):
+    """The settings of ``fairscan predict``: which run scores which split, and where the predictions go."""
 
-    run: str
-    manifest: str
-    out: str
-    split: Literal["train", "validate", "test"] = "test"
-    batch_size: int = Field(64, ge=1)
-    workers: int = Field(0, ge=0)
-    precision: Literal["auto", "bf16", "fp32"] = "auto"
-    cpu: bool = False
-    procs: int = Field(1, ge=1)
-    cache: str | None = None
-    use_cache: bool = True
+    run: Annotated[str, Cli(argument=True, metavar="RUN")] = Field(
+        description="A run folder written by `fairscan finetune`."
+    )
+    manifest: str = Field(description="manifest.parquet or its folder.")
+    out: Annotated[str, Cli(("--output", "-o"))] = Field(description="Predictions file (.parquet).")
+    split: Literal["train", "validate", "test"] = Field(
+        "test", description="test, or validate for the audit's thresholds."
+    )
+    batch_size: int = Field(64, ge=1, description="Images per batch and process.")
 
 
 def _inputs(cfg: PredictConfig):
@@ -58,15 +57,29 @@ def _inputs(cfg: PredictConfig):
     return info, frame
 
 
-def predict(cfg: PredictConfig, *, console=None, debug: bool = False, launched: bool = False) -> Path | None:
-    """Write the predictions file; returns its path (None on processes other than the main one)."""
-    from fairscan.train.launch import relaunch, under_launcher
+def predict(cfg: PredictConfig, *, console=None, debug: bool = False) -> Path | None:
+    """Write the predictions file; returns its path (None on processes other than the main one).
 
+    The output path is checked before anything is computed; the file is written once, atomically, at the end.
+    """
+    from fairscan.io import check_output_file, table_format
+    from fairscan.train.launch import launch, under_launcher
+
+    check_output_file(cfg.out, "--output")
+    table_format(cfg.out)
     _, frame = _inputs(cfg)
-    if not launched and cfg.procs > 1 and not under_launcher():
-        relaunch("predict", {"config": cfg.model_dump()}, processes=cfg.procs, debug=debug)
+    if cfg.procs > 1 and not under_launcher():
+        launch(_worker, {"settings": cfg.model_dump(mode="json")}, processes=cfg.procs, debug=debug)
         return Path(cfg.out)
     return _run(cfg, frame, console=console)
+
+
+def _worker(*, settings: dict[str, Any]) -> None:
+    """A launched process's part of ``predict``."""
+    from rich.console import Console
+
+    cfg = PredictConfig(**settings)
+    _run(cfg, _inputs(cfg)[1], console=Console(stderr=True))
 
 
 def _run(cfg: PredictConfig, frame, *, console) -> Path | None:
@@ -79,8 +92,8 @@ def _run(cfg: PredictConfig, frame, *, console) -> Path | None:
     from fairscan.data.manifest import manifest_dir_of
     from fairscan.io import fingerprint, sha256_file
     from fairscan.models import MODEL_WEIGHTS, load_run_model
+    from fairscan.runs import input_file
     from fairscan.schema import write_predictions
-    from fairscan.train.finetune import manifest_file
     from fairscan.train.loop import make_accelerator
     from fairscan.train.supervised import gather_outputs
 
@@ -96,7 +109,7 @@ def _run(cfg: PredictConfig, frame, *, console) -> Path | None:
         transform=build_transform(info.image_size, train=False, mean=tuple(info.mean), std=tuple(info.std),
                                   interpolation=info.interpolation, crop_pct=info.crop_pct),
     )  # fmt: skip
-    loader = DataLoader(dataset, batch_size=cfg.batch_size, shuffle=False, num_workers=cfg.workers)
+    loader = DataLoader(dataset, batch_size=cfg.batch_size, shuffle=False, num_workers=cfg.resolved_workers())
     model, loader = acc.prepare(model, loader)
     model.eval()
     if console is not None and acc.is_main_process:
@@ -125,7 +138,7 @@ def _run(cfg: PredictConfig, frame, *, console) -> Path | None:
         "model": info.model,
         "arch": info.arch,
         "weights_sha256": sha256_file(Path(cfg.run) / MODEL_WEIGHTS),
-        "manifest": fingerprint(manifest_file(cfg.manifest)),
+        "manifest": fingerprint(input_file(cfg.manifest)),
         "split": cfg.split,
         "images": len(out),
         "image_size": info.image_size,

@@ -63,6 +63,9 @@ def create_vit_encoder(arch: str, *, img_size: int, **kwargs) -> nn.Module:
             f"--arch {arch}: cannot be built at {img_size} px ({exc})",
             hint="use a plain timm ViT (vit_*_patch16_*) and an image size divisible by its patch size",
         ) from exc
+    from fairscan.models.build import check_patch_size
+
+    check_patch_size(encoder, img_size, arch)
     check_vit_encoder(encoder, arch)
     return encoder
 
