@@ -73,6 +73,9 @@ def scenarios(sim) -> dict[str, dict]:
                                                       attrs=["sex", "race"]),
         "two models, both FG race 3 points (compare null)": dict(
             kind="compare", sc=sc(patients=1500, labels=TWO, groups=even, shift={"race": {"Black": 0.03}}), attrs=["race"]),
+        "two models, FG race 0 vs 3 points (compare power)": dict(
+            kind="compare", sc=sc(patients=1500, labels=TWO, groups=even), b_shift={"race": {"Black": 0.03}},
+            attrs=["race"]),
         "3 seeds, equal models (study null)": dict(kind="seeds", seeds=3, sc=sc(patients=1500, labels=TWO, groups=even, logits=True),
                                                    attrs=["race"]),
         "5 seeds, equal models (study null)": dict(kind="seeds", seeds=5, sc=sc(patients=1500, labels=TWO, groups=even, logits=True),
@@ -107,11 +110,13 @@ def run_compare(spec, seed, sim, boot) -> dict:
     import fairscan
 
     frames = sim.simulate(spec["sc"], seed, models=2, model_sd=0.5)
+    if "b_shift" in spec:  # the same images, labels and shared noise; model b with its own shifts
+        frames[1] = sim.simulate(_with(spec["sc"], shift=spec["b_shift"]), seed, models=2, model_sd=0.5)[1]
     c = fairscan.compare(frames, attrs=spec["attrs"], names=["a", "b"], n_boot=boot, seed=seed).to_dict()
     e = c["comparison"]["paired"]["b"]
-    out = {"mean_auc": {"p": e["mean_auc_diff_p"], "holm": e["mean_auc_diff_p_holm"]}}
+    out = {"mean_auc": {"p": e["mean_auc_diff_p"], "holm": e["mean_auc_diff_p_holm"], "ci": e["mean_auc_diff_ci"]}}
     for a in spec["attrs"]:
-        out[f"gap:{a}"] = {"p": e["gap_diff_p"][a], "holm": e["gap_diff_p_holm"][a]}
+        out[f"gap:{a}"] = {"p": e["gap_diff_p"][a], "holm": e["gap_diff_p_holm"][a], "ci": e["gap_diff_ci"][a]}
     return out
 
 
@@ -120,7 +125,7 @@ def run_seeds(spec, seed, sim, boot) -> dict:
     its own score noise), on one test set: the seed-aware difference against the bootstrap-only one."""
     import fairscan
     from fairscan.fairness import stats
-    from fairscan.fairness.compare import metric
+    from fairscan.fairness.compare import difference, metric
 
     rng = np.random.default_rng([seed, 99])
     audits = {}
@@ -133,10 +138,15 @@ def run_seeds(spec, seed, sim, boot) -> dict:
             audits[model, s] = fairscan.audit(df, attrs=spec["attrs"], n_boot=boot, seed=seed)
     out = {}
     for key in ("mean_auc", *(f"gap:{a}" for a in spec["attrs"])):
-        per_seed = [metric(audits["b", s], key)[0] - metric(audits["a", s], key)[0] for s in range(spec["seeds"])]
-        reps = np.mean([audits["b", s].replicates[key] - audits["a", s].replicates[key] for s in range(spec["seeds"])], axis=0)
-        aware = stats.seed_difference(per_seed, reps, None, 0.95)
-        plain = stats.paired_difference(float(np.mean(per_seed)), reps, None, 0.95)
+        values, devs = [], []
+        for s in range(spec["seeds"]):
+            reps = audits["b", s].replicates[key] - audits["a", s].replicates[key]
+            value, dev = difference(key, metric(audits["b", s], key)[0] - metric(audits["a", s], key)[0], reps, None)
+            values.append(value)
+            devs.append(dev)
+        aware = stats.seed_difference(values, devs, 0.95)
+        # the seed mean tested on the test set's error alone, as if the seeds were one model
+        plain = stats.paired_difference(float(np.mean(values)), np.mean(devs, axis=0), 0.95)
         out[key] = {"aware": aware["p_value"], "bootstrap_only": plain["p_value"]}
     return out
 
@@ -181,7 +191,8 @@ def fingerprints() -> dict[str, str]:
         "audit": fairscan.audit(frames[0], attrs=["sex", "race"], n_boot=50).to_dict()["summary"],
         "balanced": fairscan.audit(frames[0], attrs=["sex", "race"], n_boot=50, balanced_test=True).to_dict()["summary"],
         "compare": fairscan.compare(frames, attrs=["race"], n_boot=50).to_dict()["comparison"]["paired"],
-        "seeds": [stats.seed_difference([0.01, 0.02, k / 100], np.linspace(0, 0.03, 50), None, 0.95) for k in (1, 5)],
+        "seeds": [stats.seed_difference([0.01, 0.02, k / 100], [np.linspace(-0.01, 0.01 * j, 50) for j in range(3)], 0.95)
+                  for k in (1, 5)],
     }  # fmt: skip
     return {k: hashlib.sha256(json.dumps(v, sort_keys=True, default=str).encode()).hexdigest()[:8] for k, v in parts.items()}
 
@@ -318,10 +329,20 @@ def summarise_adjusted(name, spec, new) -> list[str]:
 def summarise_compare(name, spec, new) -> list[str]:
     lines = []
     keys = [k for k in next(iter(new.values())) if k != "seed"]
+    shifted = spec.get("b_shift", {})
     for k in keys:
-        lines.append(f"  {k:9s} paired difference: {_fmt_rate(*rate([r[k]['p'] for r in new.values()]))}")
-    fam = [any(r[k]["holm"] <= 0.05 for k in keys) for r in new.values()]
-    lines.append(f"  Holm over the {len(keys)} differences: family-wise {100 * np.mean(fam):.1f}%, target <= 5%")
+        ps = [r[k]["p"] for r in new.values()]
+        if not shifted:
+            lines.append(f"  {k:9s} paired difference: {_fmt_rate(*rate(ps))}")
+        elif k.startswith("gap:"):
+            truth = _with(spec["sc"], shift=shifted).true_gap(k[4:]) - spec["sc"].true_gap(k[4:])
+            cis = [r[k]["ci"] for r in new.values() if r[k]["ci"]]
+            cover = np.mean([lo <= truth <= hi for lo, hi in cis])
+            lines.append(f"  {k:9s} power {100 * rate(ps)[0]:.1f}%, coverage of the true difference "
+                         f"{100 * truth:g} points {100 * cover:.1f}% (target 95%)")  # fmt: skip
+    if not shifted:
+        fam = [any(r[k]["holm"] <= 0.05 for k in keys) for r in new.values()]
+        lines.append(f"  Holm over the {len(keys)} differences: family-wise {100 * np.mean(fam):.1f}%, target <= 5%")
     return lines
 
 

@@ -156,22 +156,59 @@ def test_paired_differences_between_models_have_p_values_and_holm():
     assert paired["b"]["mean_auc_diff_p"] == pytest.approx((1 + (np.abs(dev) >= abs(diff) - 1e-12).sum()) / 200)
 
 
-def test_seed_differences_add_the_between_seed_variance():
-    rng = np.random.default_rng(0)
-    reps = rng.normal(0.01, 0.002, 999)
-    one = stats.seed_difference([0.01], reps, None, 0.95)
-    assert one["method"] == "paired bootstrap" and one["ci"] == pytest.approx(np.percentile(reps, [2.5, 97.5]))
-    per_seed = [0.004, 0.012, 0.018, 0.009, 0.011, 0.002]
-    six = stats.seed_difference(per_seed, reps - 0.01 + np.mean(per_seed), None, 0.95)
-    se = math.sqrt(np.var(reps, ddof=1) + np.var(per_seed, ddof=1) / 6)
-    t = np.mean(per_seed) / se
-    assert six["p_value"] == pytest.approx(2 * scipy_stats.t.sf(abs(t), df=5))
-    assert six["ci"] == pytest.approx(np.mean(per_seed) + np.array([-1, 1]) * scipy_stats.t.ppf(0.975, 5) * se)
-    # with no test-set error left, it is the paired t-test over seeds
-    plain = stats.seed_difference(per_seed, np.full(999, np.mean(per_seed)), None, 0.95)
-    assert plain["p_value"] == pytest.approx(scipy_stats.ttest_1samp(per_seed, 0).pvalue)
-    three = stats.seed_difference(per_seed[:3], reps, None, 0.95)
-    assert "3 seeds" in three["method"] and three["seed_sd"] == pytest.approx(np.std(per_seed[:3], ddof=1))
+def test_gap_differences_are_bias_corrected_by_hand():
+    sc = Scenario(patients=600, labels=TWO)
+    frames = simulate(sc, 7, models=2, model_sd=0.5)
+    c = fairscan.compare(frames, attrs=["race"], names=["a", "b"], n_boot=199, seed=3)
+    e = c.to_dict()["comparison"]["paired"]["b"]
+    a, b = c.audits
+    raw = b.gap("race") - a.gap("race")
+    reps = b.replicates["gap:race"] - a.replicates["gap:race"]
+    corrected = raw - (reps.mean() - raw)  # the bootstrap's bias of the difference, subtracted
+    dev = np.abs(reps - reps.mean())
+    assert e["gap_diff_raw"]["race"] == pytest.approx(raw)
+    assert e["gap_diff"]["race"] == pytest.approx(corrected)
+    assert e["gap_diff_p"]["race"] == pytest.approx((1 + (dev >= abs(corrected) - 1e-12).sum()) / 200)
+    # the symmetric interval: the 95% critical value of |D* - mean|, the 190th of 199 sorted (p >= 0.05 needs
+    # at least 9 replicates reaching |value|)
+    q = np.sort(dev)[199 - 9]
+    assert e["gap_diff_ci"]["race"] == pytest.approx([corrected - q, corrected + q])
+    assert (e["gap_diff_ci"]["race"][0] > 0 or e["gap_diff_ci"]["race"][1] < 0) == (e["gap_diff_p"]["race"] < 0.05)
+
+
+def _seed_case(k, shared_sd, own_sd, seed=0):
+    """k seeds' differences and replicate deviations: a shared test-set error plus an own error per seed."""
+    rng = np.random.default_rng(seed)
+    common = rng.normal(0, shared_sd, 999)
+    devs = [common + rng.normal(0, own_sd, 999) for _ in range(k)]
+    values = list(0.01 + rng.normal(0, 0.004, k))
+    return values, devs
+
+
+def test_seed_differences_add_the_shared_test_set_error_to_the_t_test():
+    values, devs = _seed_case(6, 0.003, 0.002)
+    six = stats.seed_difference(values, devs, 0.95)
+    own = np.var(values, ddof=1) / 6
+    # the shared part: covariance of two seeds' deviations, averaged over the 15 pairs, written out
+    pairs = [np.cov(devs[i], devs[j])[0, 1] for i in range(6) for j in range(i + 1, 6)]
+    shared = float(np.mean(pairs))
+    se = math.sqrt(own + shared)
+    df = (own + shared) ** 2 / (own**2 / 5)
+    t = np.mean(values) / se
+    assert six["p_value"] == pytest.approx(2 * scipy_stats.t.sf(abs(t), df=df))
+    assert six["ci"] == pytest.approx(np.mean(values) + np.array([-1, 1]) * scipy_stats.t.ppf(0.975, df) * se)
+    assert six["seed_sd"] == pytest.approx(np.std(values, ddof=1)) and "t-test over 6 seeds" in six["method"]
+    # with no shared error it is the paired t-test over seeds
+    independent = [np.random.default_rng(i).normal(0, 0.002, 999) for i in range(6)]
+    plain = stats.seed_difference(values, [d * 0 for d in independent], 0.95)
+    assert plain["p_value"] == pytest.approx(scipy_stats.ttest_1samp(values, 0).pvalue)
+
+
+def test_one_seed_is_the_paired_bootstrap():
+    values, devs = _seed_case(1, 0.003, 0.002)
+    one = stats.seed_difference(values, devs, 0.95)
+    assert one["method"] == "paired bootstrap"
+    assert one["p_value"] == pytest.approx((1 + (np.abs(devs[0]) >= abs(values[0])).sum()) / 1000)
 
 
 # ------------------------------------------------------------------------------------------------ DeLong

@@ -182,7 +182,7 @@ def test_more_seeds_only_add_the_new_runs(study_env, first_run, run_cli):
     comp = d["comparisons"][0]["metrics"]["mean_auc"]
     per_seed = [a - b for a, b in zip(d["rows"][0]["metrics"]["mean_auc"]["values"],
                                       d["rows"][1]["metrics"]["mean_auc"]["values"])]  # fmt: skip
-    assert comp["diff"] == pytest.approx(sum(per_seed) / 2) and "between-seed variance (2 seeds)" in comp["method"]
+    assert comp["diff"] == pytest.approx(sum(per_seed) / 2) and "t-test over 2 seeds" in comp["method"]
     assert comp["seed_sd"] == pytest.approx(abs(per_seed[0] - per_seed[1]) / 2**0.5)
     assert 0 < comp["p_value"] <= 1 and comp["ci"][0] < comp["diff"] < comp["ci"][1]
 

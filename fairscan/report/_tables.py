@@ -429,7 +429,8 @@ def comparison_table(d: dict) -> Table:
         rows=rows,
         numeric=[False] + [True] * (len(columns) - 1),
         caption=(
-            f"{EXCLUDES_ZERO_MARK} and bold: the interval of the difference excludes 0; p: paired bootstrap, "
+            f"{EXCLUDES_ZERO_MARK} and bold: the interval of the difference excludes 0; Δ FG is bias-corrected "
+            f"by the bootstrap (the plain difference in the JSON); p: paired bootstrap, "
             f"Holm-adjusted over the table's differences (raw p in the JSON). FS = C − FG (higher is "
             f"fairer), C = the largest FG over the models + 1 point: "
             + ", ".join(f"{a} {pts(consts.get(a))}" for a in attrs)

@@ -191,12 +191,8 @@ def _comparison(comp, metrics, seeds: _SeedTable, by_name: dict) -> dict[str, An
         "metrics": {},
     }  # fmt: skip
     for m in metrics:
-        (pa, ra, ca), (pb, rb, cb) = (seeds.mean_over_seeds(group, m) for group in (comp.model, comp.reference))
-        per_seed = [None if a is None or b is None else a - b for a, b in zip(pa, pb, strict=True)]
-        reps = ra - rb if ra is not None and rb is not None else None
-        centre = None if ca is None or cb is None else ca - cb
-        test = stats.seed_difference(per_seed, reps, centre, seeds.cfg.ci_level,
-                                     min_count=stats.boot_min_count(seeds.cfg.n_boot))  # fmt: skip
+        values, devs = _seed_differences(comp, m, seeds)
+        test = stats.seed_difference(values, devs, seeds.cfg.ci_level, min_count=stats.boot_min_count(seeds.cfg.n_boot))
         paper = [[by_name[n]["metrics"][m]["paper"] for n in group] for group in (comp.model, comp.reference)]
         known = all(p is not None for side in paper for p in side)
         expect = comp.expect.get(m)
@@ -208,6 +204,22 @@ def _comparison(comp, metrics, seeds: _SeedTable, by_name: dict) -> dict[str, An
             "significant": test["p_value"] is not None and test["p_value"] <= 1 - seeds.cfg.ci_level + 1e-12,
         }  # fmt: skip
     return out
+
+
+def _seed_differences(comp, m: str, seeds: _SeedTable) -> tuple[list, list]:
+    """Per seed: the comparison's difference (bias-corrected for gaps) and its replicates' deviations."""
+    from fairscan.fairness.compare import difference
+
+    values, devs = [], []
+    for s in seeds.seeds:
+        (pa, ra, ca), (pb, rb, cb) = (seeds.side(group, m, s) for group in (comp.model, comp.reference))
+        value, dev = None, None
+        if pa is not None and pb is not None:
+            reps = ra - rb if ra is not None and rb is not None else None
+            value, dev = difference(m, pa - pb, reps, None if ca is None or cb is None else ca - cb)
+        values.append(value)
+        devs.append(dev)
+    return values, devs
 
 
 def _agrees(value: float | None, expect: str | None) -> bool | None:
