@@ -190,7 +190,7 @@ def fingerprints() -> dict[str, str]:
     parts = {
         "audit": fairscan.audit(frames[0], attrs=["sex", "race"], n_boot=50).to_dict()["summary"],
         "balanced": fairscan.audit(frames[0], attrs=["sex", "race"], n_boot=50, balanced_test=True).to_dict()["summary"],
-        "compare": fairscan.compare(frames, attrs=["race"], n_boot=50).to_dict()["comparison"]["paired"],
+        "compare": fairscan.compare(frames, attrs=["race"], names=["a", "b"], n_boot=50).to_dict()["comparison"]["paired"],
         "seeds": [stats.seed_difference([0.01, 0.02, k / 100], [np.linspace(-0.01, 0.01 * j, 50) for j in range(3)], 0.95)
                   for k in (1, 5)],
     }  # fmt: skip

@@ -297,3 +297,9 @@ def test_the_deprecated_permutations_setting_is_ignored_with_a_note():
     d = fairscan.audit(df, attrs=["sex"], n_boot=50, permutations=100).to_dict()
     assert any("permutation test is gone" in n for n in d["notes"])
     assert "permutations" not in d["settings"]
+
+
+def test_tables_without_files_get_distinct_names_in_a_comparison():
+    frames = simulate(Scenario(patients=200, labels=TWO), 1, models=2, model_sd=0.5)
+    c = fairscan.compare(frames, attrs=["sex"], n_boot=20)
+    assert len(c.audits) == 2 and len(c.to_dict()["comparison"]["paired"]) == 1

@@ -73,7 +73,10 @@ def _names(preds: list[Predictions], names: list[str] | None) -> list[str]:
     if len(set(stems)) == len(stems):
         return stems
     # Same file name in different run folders (runs/mae/preds.parquet, runs/bit/preds.parquet).
-    return [f"{os.path.basename(os.path.dirname(str(p.source))) or '.'}/{s}" for p, s in zip(preds, stems)]
+    named = [f"{os.path.basename(os.path.dirname(str(p.source))) or '.'}/{s}" for p, s in zip(preds, stems)]
+    if len(set(named)) == len(named):
+        return named
+    return [f"{s} {i + 1}" for i, s in enumerate(stems)]  # tables without a file (DataFrames): numbered
 
 
 def compare(
