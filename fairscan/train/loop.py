@@ -59,6 +59,7 @@ import torch.nn as nn
 
 from fairscan.errors import InputError, RunError
 from fairscan.runs import METRICS, MODEL_WEIGHTS, RunFolder
+from fairscan.train import timing
 from fairscan.train.checkpoint import MetricsLog, Progress, load_state, save_model, save_state
 from fairscan.train.optim import build_optimizer, lr_at, param_groups, set_lr
 from fairscan.train.progress import Bar, epoch_line
@@ -382,7 +383,7 @@ class _Loop:
         self.bar.start(epoch, done=progress.batch // cfg.accum)
         n_batches = len(self.train_loader)
         t0 = time.perf_counter()
-        for batch in loader:
+        for batch in timing.timed(loader):  # as it was, unless a benchmark is recording steps
             if progress.batch % cfg.accum == 0:
                 lr = lr_at(
                     progress.step,
@@ -413,6 +414,7 @@ class _Loop:
             if not acc.sync_gradients:
                 continue
             progress.step += 1
+            timing.step_done()
             self.bar.advance(value)
             if progress.step % cfg.log_every == 0:
                 self._log_step(epoch, extra)
