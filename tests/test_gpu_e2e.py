@@ -55,3 +55,28 @@ def test_max_seconds_skips_what_has_not_started_and_names_it():
     assert out["configs"] == {}
     assert out["skipped"] == [*[c for c in bench.CONFIGS], "predict", "standalone"]
     assert out["skipped"].index("vit_ft_compile") == len(bench.CONFIGS) - 1  # compiled runs come last
+
+
+def _paper_hours():
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "paper_hours.py"
+    spec = importlib.util.spec_from_file_location("paper_hours", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_paper_table_covers_every_training_preset_and_marks_estimates():
+    from fairscan.config import list_presets
+
+    hours = _paper_hours()
+    rows = hours.runs()
+    training = {p.name for p in list_presets() if p.stage in ("finetune", "pretrain") and not p.name.startswith("demo")}
+    assert {r["preset"] for r in rows} == training - {"mae-cxpt-100pct"}  # it shares mae-cxpt's run folder
+    flops = {"vit": 105e9, "resnet": 274e9, "probe": 35e9, "mae-0.75": 58e9, "mae-0.9": 43e9, "mocov3": 269e9}
+    estimated = hours.rates(flops, None)
+    assert all(basis.startswith("estimate") for _, basis in estimated.values())
+    assert estimated["vit"][0] == pytest.approx(hours.TARGET_VIT_FT)
+    measured = hours.rates(flops, {"configs": {"vit_ft": {"images_per_s": 2000.0}, "mae_075": {"images_per_s": 3000.0}}})
+    assert measured["vit"] == (2000.0, "measured") and measured["mae-0.75"] == (3000.0, "measured")
+    assert measured["resnet"][0] == pytest.approx(2000.0 * 105 / 274) and measured["resnet"][1].startswith("estimate")
+    assert "**total**" in hours.table(rows, flops, measured)
