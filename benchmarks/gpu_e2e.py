@@ -95,20 +95,23 @@ def settings(name: str, args, data: Path, out: Path):
 
     common = dict(out=str(out), cpu=args.device == "cpu", precision=args.precision, workers=args.workers,
                   save_every=0, log_every=10**6, image_size=args.image_size)  # fmt: skip
+    bit = name == "bit_ft"
+    batch = args.bit_batch if bit else args.batch
+    # enough epochs of the synthetic training split for warm-up + measured steps at this batch, no more
+    epochs = math.ceil((args.warmup + args.steps) / max(1, args.train_images // batch))
     if name.startswith(("vit_ft", "linear_probe", "bit_ft")):
-        bit = name == "bit_ft"
         return "finetune", FinetuneConfig(
             model="bit" if bit else "mae", manifest=str(data), init="random", arch=args.bit_arch if bit else args.arch,
-            batch_size=args.bit_batch if bit else args.batch, epochs=args.epochs, linear_probe=name == "linear_probe",
-            compile=name.endswith("_compile"), eval_every=args.epochs, **common,
+            batch_size=batch, epochs=epochs, linear_probe=name == "linear_probe", compile=name.endswith("_compile"),
+            eval_every=epochs, **common,
         )  # fmt: skip
     method = "mocov3" if name == "mocov3" else "mae"
     extra = {"mask_ratio": 0.9 if name == "mae_090" else 0.75} if method == "mae" else {"mlp_dim": args.mlp_dim}
     if method == "mae" and args.decoder_dim:
         extra.update(decoder_dim=args.decoder_dim, decoder_depth=args.decoder_depth, decoder_heads=args.decoder_heads)
     return "pretrain", pretrain_config(
-        method=method, manifests=[str(data)], splits=["train"], arch=args.arch, batch_size=args.batch, accum=1,
-        epochs=args.epochs, **extra, **common,
+        method=method, manifests=[str(data)], splits=["train"], arch=args.arch, batch_size=batch, accum=1,
+        epochs=epochs, **extra, **common,
     )  # fmt: skip
 
 
@@ -223,8 +226,9 @@ def predict_figures(args, data: Path, run: Path, work: Path) -> dict:
     return out
 
 
-def standalone(args) -> dict:
-    """The model step alone (images already on the device), from gpu_finetune.py and gpu_pretrain.py."""
+def standalone(args, *, compiled: bool) -> dict:
+    """The model step alone (images already on the device), from gpu_finetune.py and gpu_pretrain.py: eager
+    (fp32 with TF32 off, the baseline; the run's precision; MAE 0.75), or ``compiled`` (the ViT step)."""
     import torch
 
     sys.path.insert(0, str(HERE))
@@ -236,8 +240,10 @@ def standalone(args) -> dict:
     register_tiny_models()
     ns = argparse.Namespace(model=args.arch, image_size=args.image_size, batch=args.batch, num_classes=14,
                             steps=args.steps, warmup=args.warmup, pool=max(args.batch * 2, 64), device=args.device)
-    out = {"vit_ft": {"eager_fp32": gpu_finetune.run(ns, bf16=False, compile=False, tf32=False)}}
     bf16 = args.precision != "fp32"
+    if compiled:
+        return {"vit_ft": {"compile": gpu_finetune.run(ns, bf16=bf16, compile=True, tf32=True)}}
+    out = {"vit_ft": {"eager_fp32": gpu_finetune.run(ns, bf16=False, compile=False, tf32=False)}}
     out["vit_ft"]["eager"] = gpu_finetune.run(ns, bf16=bf16, compile=False, tf32=True)
     mae_mod, _ = gpu_pretrain.load_objectives()
     device = torch.device(args.device)
@@ -248,8 +254,6 @@ def standalone(args) -> dict:
     batch = torch.randn(args.batch, 3, args.image_size, args.image_size)
     out["mae_075"] = {"eager": gpu_pretrain.bench(mae, batch.to(device), steps=args.steps, warmup=args.warmup,
                       bf16=bf16, compile_model=False, tf32=True, device=device, peak=args.peak_tflops)}  # fmt: skip
-    if args.compile:
-        out["vit_ft"]["compile"] = gpu_finetune.run(ns, bf16=bf16, compile=True, tf32=True)
     return out
 
 
@@ -304,7 +308,7 @@ def parse(argv):
     ap.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     args = ap.parse_args(argv)
     args.workers = host_workers() if args.workers is None else args.workers
-    args.epochs = math.ceil((args.warmup + args.steps) / args.steps_per_epoch)
+    args.train_images = max(args.batch, args.bit_batch) * args.steps_per_epoch  # the synthetic split's size
     return args
 
 
@@ -316,7 +320,6 @@ def main(argv: list[str] | None = None) -> dict:
     start = time.perf_counter()
     device = torch.device(args.device)
     configs = [c for c in args.configs.split(",") if args.compile or not c.endswith("_compile")]
-    configs.sort(key=lambda c: c.endswith("_compile"))  # compiled runs last
     mm_dtype = "fp32" if args.precision == "fp32" else "bf16"
     peaks = {"nominal_tflops": args.peak_tflops, "matmul_tflops": round(matmul_tflops(device, args.matmul_size, mm_dtype), 2),
              "matmul": f"{args.matmul_size}^3 {mm_dtype}"}  # fmt: skip
@@ -324,30 +327,36 @@ def main(argv: list[str] | None = None) -> dict:
         "setup": {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu", "torch": torch.__version__,
                   "timm": timm.__version__, "cpus": host_workers() + 1, "workers": args.workers, "arch": args.arch,
                   "image_size": args.image_size, "batch": args.batch, "steps": args.steps, "warmup": args.warmup,
-                  "epochs": args.epochs, **peaks},
+                  "train_images": args.train_images, **peaks},
         "configs": {}, "skipped": [],
     }  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         t0 = time.perf_counter()
-        data = make_data(work / "chexpert", train_images=max(args.batch, args.bit_batch) * args.steps_per_epoch,
-                         image_size=args.image_size, source_size=args.source_size)  # fmt: skip
+        data = make_data(work / "chexpert", train_images=args.train_images, image_size=args.image_size,
+                         source_size=args.source_size)  # fmt: skip
         results["setup"]["data_s"] = round(time.perf_counter() - t0, 1)
-        for name in configs:
+        # eager runs, then the standalone eager steps and predict, then what compiles (slowest to warm up)
+        plan = [(c, "config", c) for c in configs if not c.endswith("_compile")]
+        plan += [("standalone", "standalone", False)] if args.standalone else []
+        plan += [("predict", "predict", None)] if args.predict else []
+        plan += [(c, "config", c) for c in configs if c.endswith("_compile")]
+        plan += [("standalone_compile", "standalone", True)] if args.standalone and args.compile else []
+        for label, kind, what in plan:
             if time.perf_counter() - start > args.max_seconds:
-                results["skipped"].append(name)
+                results["skipped"].append(label)
                 continue
-            results["configs"][name] = one_config(name, args, data, work, peaks)
-            print(f"{name}: {json.dumps(results['configs'][name])}", file=sys.stderr, flush=True)
-        ft = results["configs"].get("vit_ft")
-        if args.predict and ft and time.perf_counter() - start <= args.max_seconds:
-            results["predict"] = predict_figures(args, data, Path(ft["run"]), work)
-        elif args.predict:
-            results["skipped"].append("predict")
-    if args.standalone and time.perf_counter() - start <= args.max_seconds:
-        results["standalone"] = standalone(args)
-    elif args.standalone:
-        results["skipped"].append("standalone")
+            if kind == "config":
+                results["configs"][what] = one_config(what, args, data, work, peaks)
+                print(f"{what}: {json.dumps(results['configs'][what])}", file=sys.stderr, flush=True)
+            elif kind == "standalone":
+                for key, runs in standalone(args, compiled=what).items():
+                    results.setdefault("standalone", {}).setdefault(key, {}).update(runs)
+            elif "vit_ft" in results["configs"]:
+                results["predict"] = predict_figures(args, data, Path(results["configs"]["vit_ft"]["run"]), work)
+            else:
+                results["skipped"].append("predict (needs vit_ft)")
+            print(f"{label}: done at {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
     results["ratios"] = ratios(results)
     results["total_s"] = round(time.perf_counter() - start, 1)
     text = json.dumps(results, indent=2)
