@@ -171,7 +171,7 @@ def one_config(name: str, args, data: Path, work: Path, peaks: dict) -> dict:
     with timing.recording(sync=True) as clock:
         record = (finetune if stage == "finetune" else pretrain)(cfg)
     total = time.perf_counter() - t0
-    steps = clock.steps
+    steps = [s for s in clock.steps if s["kind"] == "train"]  # validation batches are timed apart
     batch = record["batch"]["effective"]
     measured = steps[args.warmup : args.warmup + args.steps]
     if not measured:
@@ -203,6 +203,7 @@ def predict_figures(args, data: Path, run: Path, work: Path) -> dict:
     import numpy as np
 
     from fairscan.schema import read_predictions
+    from fairscan.train import timing
     from fairscan.train.predict import PredictConfig, predict
     from fairscan.train.supervised import label_aucs
 
@@ -213,14 +214,23 @@ def predict_figures(args, data: Path, run: Path, work: Path) -> dict:
         cfg = PredictConfig(run=str(run), manifest=str(data), out=str(path), split="train", cpu=args.device == "cpu",
                             precision=precision, workers=args.workers, batch_size=args.predict_batch)  # fmt: skip
         t0 = time.perf_counter()
-        predict(cfg)
+        with timing.recording(sync=True) as clock:  # one "step" per batch: copy, forward, gather
+            predict(cfg)
         seconds = time.perf_counter() - t0
         preds = read_predictions(path)
         f = preds.frame
         p = f[[f"prob_{lab}" for lab in preds.labels]].to_numpy()
         t = f[[f"label_{lab}" for lab in preds.labels]].to_numpy(dtype=np.float64)
         probs[precision] = label_aucs(p, t, preds.labels)
-        out[precision] = {"images": len(f), "images_per_s_whole_command": round(len(f) / seconds, 1)}
+        timed = [b for b in clock.steps if b["kind"] == "inference"]
+        batches = timed[1:] or timed  # the first batch warms up (cuDNN, the allocator)
+        per_batch = len(f) / len(timed)
+        out[precision] = {
+            "images": len(f), "batches": len(timed),
+            "images_per_s": round(per_batch * len(batches) / sum(b["seconds"] for b in batches), 1),
+            "data_wait_share": round(sum(b["data_wait"] for b in batches) / sum(b["seconds"] for b in batches), 4),
+            "images_per_s_whole_command": round(len(f) / seconds, 1),
+        }  # fmt: skip
     gaps = [abs(probs["bf16"][k] - v) for k, v in probs["fp32"].items() if v is not None]
     out["max_auc_gap_bf16_vs_fp32"] = round(max(gaps), 6) if gaps else None
     return out

@@ -16,7 +16,7 @@ TINY = [
     "--device", "cpu", "--arch", VIT, "--bit-arch", RESNET, "--image-size", "64", "--source-size", "32",
     "--batch", "4", "--bit-batch", "4", "--steps", "2", "--warmup", "1", "--steps-per-epoch", "3", "--workers", "0",
     "--precision", "fp32", "--mlp-dim", "32", "--decoder-dim", "32", "--decoder-depth", "1", "--decoder-heads", "2",
-    "--matmul-size", "64", "--predict-batch", "16",
+    "--matmul-size", "64", "--predict-batch", "4",
 ]  # fmt: skip
 
 
@@ -43,6 +43,7 @@ def test_every_configuration_runs_through_fairscan_and_reports_its_figures(tmp_p
     assert cfgs["linear_probe"]["train_gflops_per_image"] < cfgs["vit_ft"]["train_gflops_per_image"]
     assert cfgs["mae_090"]["train_gflops_per_image"] < cfgs["mae_075"]["train_gflops_per_image"]
     assert out["predict"]["bf16"]["images"] == out["predict"]["fp32"]["images"] > 0
+    assert out["predict"]["fp32"]["batches"] >= 2 and out["predict"]["fp32"]["images_per_s"] > 0
     assert {"eager_fp32", "eager"} <= set(out["standalone"]["vit_ft"])
     assert {"vit_ft_over_standalone", "mae_075_over_standalone", "mae_075_counted_flop_ratio"} <= set(out["ratios"])
     assert (tmp_path / "e2e.json").is_file()

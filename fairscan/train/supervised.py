@@ -44,13 +44,16 @@ def label_aucs(probs: np.ndarray, targets: np.ndarray, labels: list[str]) -> dic
 def gather_outputs(model: nn.Module, loader, accelerator, to_input: DeviceInput):
     """(indices, logits, targets) over a loader, every sample exactly once across processes; ``to_input`` makes
     the model's input of each uint8 batch on the device."""
+    from fairscan.train import timing
+
     idx, logits, targets = [], [], []
-    for batch in loader:
+    for batch in timing.timed(loader):  # as it was, unless a benchmark is recording
         out = model(to_input(batch["image"])).float()
         i, z, t = accelerator.gather_for_metrics((batch["index"], out, batch["target"]))
         idx.append(i.cpu())
         logits.append(z.cpu())
         targets.append(t.cpu())
+        timing.step_done("inference")
     return torch.cat(idx).numpy(), torch.cat(logits).numpy(), torch.cat(targets).numpy()
 
 

@@ -2,7 +2,8 @@
 blocked in ``next(loader)`` before it.
 
 Off unless a benchmark asks (``with recording() as clock: finetune(...)``): then the loop's batches come through
-:meth:`StepClock.batches` and each optimiser step reports to :meth:`StepClock.step_done`. With ``sync`` the CUDA
+:meth:`StepClock.batches` and each optimiser step reports to :meth:`StepClock.step_done` (as does each inference
+batch of validation and ``predict``, as ``kind="inference"``). With ``sync`` the CUDA
 stream is synchronised around every ``next(loader)`` and at every step end, so the wait measured is time the
 device had nothing to do, not time the host spent queueing work ahead of it. Nothing is timed, and nothing is
 synchronised, when no clock is recording.
@@ -22,7 +23,7 @@ _CLOCK: StepClock | None = None
 @dataclass
 class StepClock:
     sync: bool = True
-    steps: list[dict[str, float]] = field(default_factory=list)  # {"seconds", "data_wait"} per optimiser step
+    steps: list[dict[str, Any]] = field(default_factory=list)  # {"kind", "seconds", "data_wait"} per step
     _mark: float = 0.0
     _wait: float = 0.0
 
@@ -47,9 +48,9 @@ class StepClock:
             self._wait += self._now() - t0
             yield batch
 
-    def step_done(self) -> None:
+    def step_done(self, kind: str) -> None:
         now = self._now()
-        self.steps.append({"seconds": now - self._mark, "data_wait": self._wait})
+        self.steps.append({"kind": kind, "seconds": now - self._mark, "data_wait": self._wait})
         self._mark, self._wait = now, 0.0
 
 
@@ -68,6 +69,7 @@ def timed(loader: Iterable) -> Iterable:
     return loader if _CLOCK is None else _CLOCK.batches(loader)
 
 
-def step_done() -> None:
+def step_done(kind: str = "train") -> None:
+    """An optimiser step (``train``) or an inference batch (``inference``: validation, predict) ended."""
     if _CLOCK is not None:
-        _CLOCK.step_done()
+        _CLOCK.step_done(kind)
