@@ -57,13 +57,13 @@ def make_data(root: Path, *, patients: int, image_size: int):
 
 def dataset(root: Path, image_size: int, *, train: bool = True):
     from fairscan.data.dataset import ImageDataset, build_transform, load_size, open_cache
-    from fairscan.models.registry import IMAGENET_MEAN, IMAGENET_STD
+    from fairscan.models.registry import IMAGENET_MEAN
     from fairscan.schema import label_ids, read_manifest
 
     df = read_manifest(root, split="train")
     cache = open_cache(root)
     assert cache is not None, "the benchmark reads the image cache"
-    tf = build_transform(image_size, train=train, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    tf = build_transform(image_size, train=train, mean=IMAGENET_MEAN)
     return ImageDataset(df, labels=label_ids(df), transform=tf, manifest_dir=root, decode_size=load_size(image_size),
                         cache=cache, seed=0)  # fmt: skip
 
@@ -74,7 +74,9 @@ def plain_loop(ds, *, arch: str, image_size: int, batch: int, steps: int, worker
     import torch
     from torch.utils.data import DataLoader
 
+    from fairscan.data.device_input import DeviceInput
     from fairscan.models import register_tiny_models
+    from fairscan.models.registry import IMAGENET_MEAN, IMAGENET_STD
     from fairscan.train.supervised import masked_bce
 
     register_tiny_models()  # only so that --arch may name fairscan's tiny test models
@@ -87,11 +89,12 @@ def plain_loop(ds, *, arch: str, image_size: int, batch: int, steps: int, worker
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.05, fused=True)
     loader = DataLoader(ds, batch_size=batch, shuffle=True, drop_last=True, num_workers=workers,
                         persistent_workers=workers > 0)  # fmt: skip
+    to_input = DeviceInput(IMAGENET_MEAN, IMAGENET_STD)  # the dataset hands over uint8 grey images
     model.train()
     done, t0, c0 = 0, time.perf_counter(), time.process_time()
     while done < steps:
         for b in loader:
-            loss = masked_bce(model(b["image"]).float(), b["target"])
+            loss = masked_bce(model(to_input(b["image"])).float(), b["target"])
             loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
@@ -106,7 +109,9 @@ def fairscan_loop(ds, *, arch: str, image_size: int, batch: int, steps: int, wor
     (set-up, the epoch-end checkpoint and ``model.safetensors`` included)."""
     import shutil
 
+    from fairscan.data.device_input import DeviceInput
     from fairscan.models import build_model
+    from fairscan.models.registry import IMAGENET_MEAN, IMAGENET_STD
     from fairscan.train.loop import TrainConfig, make_accelerator, train
     from fairscan.train.supervised import Supervised
 
@@ -118,7 +123,8 @@ def fairscan_loop(ds, *, arch: str, image_size: int, batch: int, steps: int, wor
     cfg = TrainConfig(epochs=epochs, batch_size=batch, lr=1e-4, min_lr=1e-5, warmup_epochs=0.5, weight_decay=0.05,
                       layer_decay=0.55, workers=workers, save_every=0, log_every=10)  # fmt: skip
     t0, c0 = time.perf_counter(), time.process_time()
-    result = train(Supervised(model, ds.labels), accelerator=acc, train_set=ds, cfg=cfg, out_dir=out)
+    objective = Supervised(model, ds.labels, to_input=DeviceInput(IMAGENET_MEAN, IMAGENET_STD))
+    result = train(objective, accelerator=acc, train_set=ds, cfg=cfg, out_dir=out)
     return result.steps * batch, time.perf_counter() - t0, time.process_time() - c0
 
 

@@ -126,16 +126,16 @@ def test_augmentation_makes_two_independent_views_reproducibly(pool):
     frames, _, _ = P.load_pool(cfg)
     ds = P.build_pool_dataset(cfg, frames)
     item = ds[(3, 5)]
-    assert item["image"].shape == (2, 3, 32, 32) and item["epoch"] == 3 and item["index"] == 5
+    assert item["image"].shape == (2, 1, 32, 32) and item["image"].dtype == torch.uint8 and item["epoch"] == 3 and item["index"] == 5
     assert not torch.equal(item["image"][0], item["image"][1])
     assert torch.equal(ds[(3, 5)]["image"], item["image"])  # seeded by (seed, epoch, index)
     assert not torch.equal(ds[(4, 5)]["image"], item["image"])
     from PIL import Image
 
     aug = D.PretrainAugment(32, rotation=7.0)
-    img = Image.new("RGB", (40, 40), (128, 128, 128))
+    img = Image.new("L", (40, 40), 128)
     with seeded(0):
-        assert aug(img).shape == (3, 32, 32)
+        assert aug(img).shape == (1, 32, 32)
 
 
 def test_several_manifests_make_one_pool_and_leakage_is_warned(pool, tmp_path):
@@ -149,7 +149,7 @@ def test_several_manifests_make_one_pool_and_leakage_is_warned(pool, tmp_path):
     frames, warnings, leakage = P.load_pool(cfg)
     ds = P.build_pool_dataset(cfg, frames)
     assert len(ds) == sum(len(df) for _, df in frames) == len(ds.image_ids)
-    assert ds[(0, len(ds) - 1)]["image"].shape == (3, 32, 32)  # the last row comes from the second manifest
+    assert ds[(0, len(ds) - 1)]["image"].shape == (1, 32, 32)  # the last row comes from the second manifest
     assert {r["dataset"] for r in leakage} == {"chexpert", "nih"}  # both have held-out patients
     assert all(w.startswith("leakage: ") and "validate/test" in w for w in warnings)
     train_only = cfg.model_copy(update={"splits": ["train"]})

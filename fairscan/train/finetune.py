@@ -196,6 +196,7 @@ def _check(cfg: FinetuneConfig, console) -> None:
 
 def _run(cfg: FinetuneConfig, folder, *, resume: bool, console, inexact: list[str]) -> None:
     """The run itself, in every process: data, model and weights, the record, the loop, the result."""
+    from fairscan.data.device_input import DeviceInput
     from fairscan.models import get_spec
     from fairscan.runs import MODEL_WEIGHTS, StageRecord
     from fairscan.train.loop import TrainConfig, make_accelerator, train
@@ -217,7 +218,7 @@ def _run(cfg: FinetuneConfig, folder, *, resume: bool, console, inexact: list[st
         import torch
 
         model = model.to(memory_format=torch.channels_last)
-    train_set, val_set = _datasets(cfg, train_df, val_df, labels, manifest_dir, start["mean"], start["std"])
+    train_set, val_set = _datasets(cfg, train_df, val_df, labels, manifest_dir, start["mean"])
     world = acc.num_processes
     per_proc = cfg.batch_size // max(1, world * cfg.accum)
     say(
@@ -241,7 +242,8 @@ def _run(cfg: FinetuneConfig, folder, *, resume: bool, console, inexact: list[st
         write_json(out / MODEL_JSON, start["info"].to_json())
     record = StageRecord.start(folder, stage="finetune", cfg=cfg, accelerator=acc, saved=saved, **facts)
 
-    objective = Supervised(model, labels, linear_probe=cfg.linear_probe, channels_last=channels_last)
+    to_input = DeviceInput(start["mean"], start["std"], channels_last=channels_last)
+    objective = Supervised(model, labels, to_input=to_input, linear_probe=cfg.linear_probe)
     tcfg = TrainConfig(
         epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, min_lr=cfg.min_lr,
         warmup_epochs=cfg.warmup_epochs, weight_decay=cfg.weight_decay,
@@ -326,7 +328,7 @@ def _start_model(cfg: FinetuneConfig, spec, labels: list[str], folder, saved, sa
     return {"model": model, "weights": weights, "mean": mean, "std": std, "before": before, "info": info}
 
 
-def _datasets(cfg: FinetuneConfig, train_df, val_df, labels, manifest_dir, mean, std):
+def _datasets(cfg: FinetuneConfig, train_df, val_df, labels, manifest_dir, mean):
     from fairscan.data.dataset import ImageDataset, build_transform, load_size, open_cache
 
     cache = open_cache(manifest_dir, cfg.cache, enabled=cfg.use_cache)
@@ -338,13 +340,9 @@ def _datasets(cfg: FinetuneConfig, train_df, val_df, labels, manifest_dir, mean,
         cache=cache,
         seed=cfg.seed,
     )
-    augment = build_transform(
-        cfg.image_size, train=True, mean=mean, std=std, randaug=randaug, scale=cfg.crop_scale, hflip=cfg.hflip
-    )
+    augment = build_transform(cfg.image_size, train=True, mean=mean, randaug=randaug, scale=cfg.crop_scale, hflip=cfg.hflip)
     train_set = ImageDataset(train_df, transform=augment, **common)
-    val_set = ImageDataset(
-        val_df, transform=build_transform(cfg.image_size, train=False, mean=mean, std=std), **common
-    )
+    val_set = ImageDataset(val_df, transform=build_transform(cfg.image_size, train=False, mean=mean), **common)
     return train_set, val_set
 
 

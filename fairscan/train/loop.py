@@ -59,6 +59,7 @@ import torch.nn as nn
 
 from fairscan.errors import InputError, RunError
 from fairscan.runs import METRICS, MODEL_WEIGHTS, RunFolder
+from fairscan.train import timing
 from fairscan.train.checkpoint import MetricsLog, Progress, load_state, save_model, save_state
 from fairscan.train.optim import build_optimizer, lr_at, param_groups, set_lr
 from fairscan.train.progress import Bar, epoch_line
@@ -157,13 +158,14 @@ def make_accelerator(
     ``precision``: ``auto`` is bf16 autocast on a GPU and fp32 elsewhere; ``bf16`` or ``fp32`` force it.
     """
     from accelerate import Accelerator
-    from accelerate.utils import set_seed
+    from accelerate.utils import DataLoaderConfiguration, set_seed
 
     if precision not in ("auto", "bf16", "fp32"):
         raise InputError(f"unknown precision {precision!r}", hint="use auto, bf16 or fp32")
     check_trackers(trackers or [])
     on_gpu = not cpu and torch.cuda.is_available()
     mixed = "bf16" if (precision == "bf16" or (precision == "auto" and on_gpu)) else "no"
+    _release_precision(mixed)
     kwargs: dict[str, Any] = {}
     if compile:
         from accelerate.utils import TorchDynamoPlugin
@@ -176,10 +178,21 @@ def make_accelerator(
         log_with=trackers or None,
         project_dir=str(project_dir) if project_dir else None,
         step_scheduler_with_optimizer=False,
+        # batches arrive pinned (build_loaders) and uint8: copy them while the previous step still runs
+        dataloader_config=DataLoaderConfiguration(non_blocking=True),
         **kwargs,
     )
     set_seed(seed, device_specific=True)
     return acc
+
+
+def _release_precision(mixed: str) -> None:
+    """Let one process run stages at different precisions one after another (a study, a benchmark, a test):
+    Accelerate keeps the first Accelerator's mixed precision for the whole process and refuses another."""
+    from accelerate.state import AcceleratorState
+
+    if AcceleratorState._shared_state and AcceleratorState._shared_state.get("_mixed_precision") != mixed:
+        AcceleratorState._reset_state()  # the process group (PartialState) stays
 
 
 def check_trackers(names: list[str]) -> None:
@@ -370,7 +383,7 @@ class _Loop:
         self.bar.start(epoch, done=progress.batch // cfg.accum)
         n_batches = len(self.train_loader)
         t0 = time.perf_counter()
-        for batch in loader:
+        for batch in timing.timed(loader):  # as it was, unless a benchmark is recording steps
             if progress.batch % cfg.accum == 0:
                 lr = lr_at(
                     progress.step,
@@ -401,6 +414,7 @@ class _Loop:
             if not acc.sync_gradients:
                 continue
             progress.step += 1
+            timing.step_done()
             self.bar.advance(value)
             if progress.step % cfg.log_every == 0:
                 self._log_step(epoch, extra)

@@ -6,6 +6,11 @@ are checked against the split), ``image_id``, ``patient_id``, the manifest's att
 and ``prob_<id>`` per label, in manifest order. Provenance (run, weights hash, manifest fingerprint, split)
 travels in the parquet metadata. Evaluation preprocessing: resize to ``image_size / 0.875``, centre crop.
 ``--split validate`` writes the file that the audit takes its thresholds from.
+
+Inference runs under ``torch.inference_mode`` with large batches on a GPU (256 per process unless
+``--batch-size``) and bf16 autocast there (``--precision auto``, the default; ``--precision fp32`` keeps full
+precision, the CPU's default). Workers hand over uint8 grey batches; the device normalises them
+(``fairscan.data.device_input``).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from fairscan.errors import InputError, RunError
 from fairscan.settings import Cli, ExecutionOptions
 
 KEEP = ("image_id", "patient_id", "study_id", "view", "sex", "age", "race")
+GPU_BATCH, CPU_BATCH = 256, 64  # inference holds no activations for backward: a GPU takes large batches
 
 
 class PredictConfig(ExecutionOptions):
@@ -33,7 +39,12 @@ class PredictConfig(ExecutionOptions):
     split: Literal["train", "validate", "test"] = Field(
         "test", description="test, or validate for the audit's thresholds."
     )
-    batch_size: int = Field(64, ge=1, description="Images per batch and process.")
+    batch_size: int | None = Field(
+        None, ge=1, description="Images per batch and process (default: 256 on a GPU, 64 on the CPU)."
+    )
+
+    def resolved_batch_size(self, device_type: str) -> int:
+        return self.batch_size or (GPU_BATCH if device_type == "cuda" else CPU_BATCH)
 
 
 def _inputs(cfg: PredictConfig):
@@ -89,6 +100,7 @@ def _run(cfg: PredictConfig, frame, *, console) -> Path | None:
     from torch.utils.data import DataLoader
 
     from fairscan.data.dataset import ImageDataset, build_transform, load_size, open_cache
+    from fairscan.data.device_input import DeviceInput
     from fairscan.data.manifest import manifest_dir_of
     from fairscan.io import fingerprint, sha256_file
     from fairscan.models import MODEL_WEIGHTS, load_run_model
@@ -106,19 +118,25 @@ def _run(cfg: PredictConfig, frame, *, console) -> Path | None:
     dataset = ImageDataset(
         frame, labels=info.labels, manifest_dir=manifest_dir, decode_size=load_size(info.image_size, info.crop_pct),
         cache=open_cache(manifest_dir, cfg.cache, enabled=cfg.use_cache),
-        transform=build_transform(info.image_size, train=False, mean=tuple(info.mean), std=tuple(info.std),
+        transform=build_transform(info.image_size, train=False, mean=tuple(info.mean),
                                   interpolation=info.interpolation, crop_pct=info.crop_pct),
     )  # fmt: skip
-    loader = DataLoader(dataset, batch_size=cfg.batch_size, shuffle=False, num_workers=cfg.resolved_workers())
+    batch_size = cfg.resolved_batch_size(acc.device.type)
+    loader = DataLoader(
+        dataset, batch_size=batch_size, shuffle=False, num_workers=cfg.resolved_workers(),
+        pin_memory=acc.device.type == "cuda",
+    )  # fmt: skip
     model, loader = acc.prepare(model, loader)
     model.eval()
     if console is not None and acc.is_main_process:
         console.print(
             f"predicting {len(dataset)} {cfg.split} images with {cfg.run} ({info.arch}, {acc.num_processes} "
-            f"process(es), {acc.device.type})",
+            f"process(es), {acc.device.type}, {acc.mixed_precision if acc.mixed_precision != 'no' else 'fp32'}, "
+            f"batch {batch_size})",
             highlight=False,
         )
-    idx, logits, _ = gather_outputs(model, loader, acc, channels_last)
+    to_input = DeviceInput(info.mean, info.std, channels_last=channels_last)
+    idx, logits, _ = gather_outputs(model, loader, acc, to_input)  # bf16 autocast when acc runs mixed
     if not acc.is_main_process:
         acc.wait_for_everyone()
         return None
@@ -143,6 +161,7 @@ def _run(cfg: PredictConfig, frame, *, console) -> Path | None:
         "images": len(out),
         "image_size": info.image_size,
         "processes": acc.num_processes,
+        "precision": "fp32" if acc.mixed_precision == "no" else acc.mixed_precision,
     }
     write_predictions(out, cfg.out, provenance=provenance)
     acc.wait_for_everyone()

@@ -200,17 +200,19 @@ def auto_accum(batch: int, procs: int, max_micro: int = MAX_MICRO_BATCH) -> int:
 
 def make_objective(model, cfg: PretrainConfig, *, out: Path, info_json: dict):
     """The loop objective: the method's loss, the model's own parameter groups, encoder export, snapshots."""
+    from fairscan.data.device_input import DeviceInput
     from fairscan.train.loop import Objective
     from fairscan.train.objectives import method
 
     the_method = method(cfg.method)
+    to_input = DeviceInput(cfg.mean, cfg.std)  # the workers hand over uint8 grey views
 
     class SelfSupervised(Objective):
         select_metric = "train_loss"
         select_mode = "min"
 
         def loss(self, model, batch):
-            return the_method.loss(model, batch, self.model)
+            return the_method.loss(model, {**batch, "image": to_input(batch["image"])}, self.model)
 
         def param_groups(self, tcfg):
             return self.model.optimizer_groups(tcfg.weight_decay)

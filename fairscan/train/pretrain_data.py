@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from fairscan.errors import InputError
-from fairscan.models.registry import IMAGENET_MEAN, IMAGENET_STD
 
 CROP_SCALE = (0.2, 1.0)
 ROTATION = 7.0
@@ -25,9 +24,11 @@ LEAKAGE = (
 
 
 class PretrainAugment:
-    """The paper's augmentation (after Hosseinzadeh Taher et al. 2021): random crop resized to ``size``,
-    horizontal flip (p=0.5), rotation within +-``rotation`` degrees, then tensor + normalisation.
-    ``views=2`` draws two independent views (MoCo v3), stacked as (2, C, H, W)."""
+    """The paper's augmentation (after Hosseinzadeh Taher et al. 2021) of a grey image: random crop resized to
+    ``size``, horizontal flip (p=0.5), rotation within +-``rotation`` degrees (corners black, as before), then a
+    uint8 ``(1, H, W)`` tensor; normalisation by ``mean``/``std`` happens on the device
+    (:class:`fairscan.data.device_input.DeviceInput`). ``views=2`` draws two independent views (MoCo v3), stacked
+    as (2, 1, H, W)."""
 
     def __init__(
         self,
@@ -37,8 +38,6 @@ class PretrainAugment:
         scale: tuple[float, float] = CROP_SCALE,
         rotation: float = ROTATION,
         hflip: float = 0.5,
-        mean: tuple[float, ...] = IMAGENET_MEAN,
-        std: tuple[float, ...] = IMAGENET_STD,
     ):
         from torchvision import transforms as T
 
@@ -48,8 +47,7 @@ class PretrainAugment:
                 T.RandomResizedCrop(size, scale=tuple(scale), interpolation=T.InterpolationMode.BICUBIC),
                 T.RandomHorizontalFlip(hflip),
                 T.RandomRotation(rotation, interpolation=T.InterpolationMode.BILINEAR),
-                T.ToTensor(),
-                T.Normalize(mean, std),
+                T.PILToTensor(),
             ]
         )
 
@@ -89,7 +87,7 @@ class PoolDataset:
 
         epoch, i = key if isinstance(key, tuple) else (0, key)
         k = bisect.bisect_right(self.offsets, i) - 1
-        img = Image.fromarray(self.parts[k].pixels(i - self.offsets[k])).convert("RGB")
+        img = Image.fromarray(self.parts[k].pixels(i - self.offsets[k]))  # grey: channels are made on the device
         with seeded(self.seed, epoch, i):
             x = self.transform(img)
         return {"image": x, "index": i, "epoch": epoch}
@@ -176,7 +174,5 @@ def build_pool_dataset(cfg, frames) -> PoolDataset:
         scale=cfg.crop_scale,
         rotation=cfg.rotation,
         hflip=cfg.hflip,
-        mean=cfg.mean,
-        std=cfg.std,
     )
     return PoolDataset(parts, augment, seed=cfg.seed)
