@@ -125,3 +125,40 @@ def test_dto_selection_records_every_epoch_and_exports_the_chosen_one(run_cli, m
     weights = [r["groupdro_weights"] for r in epochs if r["kind"] == "epoch"]
     assert len(weights) == 3 and all(sum(w.values()) == pytest.approx(1.0) for w in weights)
     assert set(load_file(out / "model.safetensors")) == set(load_file(out / "state" / "model.safetensors"))
+
+
+@pytest.mark.slow
+def test_groupdro_on_two_processes_gathers_the_group_losses_of_the_whole_batch(run_cli, manifest, tmp_path,
+                                                                                monkeypatch):
+    """Two CPU processes (Accelerate's launcher, gloo) hold one set of Group DRO weights, the one a single
+    process computes from the same effective batches (no DropPath, so only float sums differ)."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    args = [*COMMON, "--manifest", manifest, "--mitigation", "groupdro", "--group-attr", "race",
+            "--groupdro-eta", "1", "--drop-path", "0", "--lr", "1e-3"]  # fmt: skip
+    weights = {}
+    for procs in (1, 2):
+        out = tmp_path / f"p{procs}"
+        code, _, err = run_cli("finetune", *args, "--out", out, "--procs", str(procs))
+        assert code == 0, err[-3000:]
+        stage = json.loads((out / "stage.json").read_text())
+        assert stage["processes"] == procs
+        (epoch,) = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if '"epoch"' in x
+                    and json.loads(x)["kind"] == "epoch"]  # fmt: skip
+        weights[procs] = epoch["groupdro_weights"]
+    assert weights[1] != {g: 1 / 3 for g in weights[1]}  # the weights moved
+    for g, w in weights[1].items():
+        assert weights[2][g] == pytest.approx(w, rel=1e-4), (weights, g)
+
+
+def test_a_mitigation_preset_runs_and_set_overrides_its_hyperparameters(run_cli, manifest, tmp_path):
+    out = tmp_path / "preset"
+    code, _, err = run_cli("finetune", "--preset", "mitigation-groupdro-mae:quick", "--set",
+                           "finetune.groupdro_eta=0.5", "--manifest", manifest, "--out", out)  # fmt: skip
+    assert code == 0, err
+    stage = json.loads((out / "stage.json").read_text())
+    s = stage["settings"]
+    assert (s["mitigation"], s["group_attr"], s["groupdro_eta"], s["weight_decay"]) == ("groupdro", "race", 0.5, 1.0)
+    assert stage["mitigation"]["groupdro_eta"] == 0.5
+    code, _, err = run_cli("finetune", "--preset", "mitigation-groupdro-mae:quick", "--set",
+                           "finetune.groupdro_eta=-1", "--manifest", manifest, "--out", tmp_path / "bad")  # fmt: skip
+    assert code == 2 and "finetune.groupdro_eta" in err and "greater than 0" in err
