@@ -96,11 +96,7 @@ def resolve_mitigation(values: dict[str, Any], *, labels: list[str] | None = Non
                 ERR_OTHER_METHOD.format(option=option_of(fields, option), owner=owner, method=method),
                 hint=f"drop {option_of(fields, option)}, or add --mitigation {owner}",
             )
-    if (
-        values.get("resample_label") is not None
-        and method == "resample"
-        and values.get("resample_by") != "group-label"
-    ):
+    if values.get("resample_label") is not None and values.get("resample_by") != "group-label":
         raise InputError(
             "--resample-label applies to --resample-by group-label", hint="add --resample-by group-label"
         )
