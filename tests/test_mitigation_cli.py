@@ -55,8 +55,8 @@ def test_bad_group_settings_exit_2_before_training(run_cli, manifest, tmp_path):
                    "--groupdro-eta", "0")  # fmt: skip
     assert "--groupdro-eta: Input should be greater than 0" in err
     err = _refused(run_cli, tmp_path / "e", *m, "--mitigation", "adversarial", "--group-attr", "race",
-                   "--adversarial-lambda", "-1")  # fmt: skip
-    assert "--adversarial-lambda: Input should be greater than 0" in err
+                   "--adv-lambda", "-1")  # fmt: skip
+    assert "--adv-lambda: Input should be greater than 0" in err
     err = _refused(run_cli, tmp_path / "f", *m, "--mitigation", "reweight", "--group-attr", "race",
                    "--groupdro-eta", "0.1")  # fmt: skip
     assert (

@@ -15,7 +15,7 @@ METHOD_ARGS = {
     "erm": ["--select", "dto"],  # erm's loss, with dto's candidate weights kept across the kill
     "resample": ["--resample-by", "group-label", "--select", "val_worst_group_auc"],
     "reweight": [],
-    "groupdro": ["--groupdro-adjustment", "1"],
+    "groupdro": ["--groupdro-c", "1"],
     "adversarial": [],
 }
 

@@ -59,8 +59,8 @@ class Mitigated(Supervised):
             )
         elif self.method == "groupdro":
             self.dro = methods.GroupDRO(groups.train_sizes(), eta=cfg.groupdro_eta,
-                                        adjustment=cfg.groupdro_adjustment)  # fmt: skip
-        self.lam = cfg.adversarial_lambda
+                                        adjustment=cfg.groupdro_c)  # fmt: skip
+        self.lam = cfg.adv_lambda
 
     # -- the loop's hooks ---------------------------------------------------------------------------------
 

@@ -27,9 +27,9 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "reweight": {"reweight_by": "group"},
     # Sagawa et al. 2020: eta 0.01, C from {0, 1, 2, 3, 4, 5} (0: no adjustment); their "strong l2 penalty" is a
     # weight decay of 1.0 (for SGD); here AdamW's decoupled decay of 1.0, unless the run sets one.
-    "groupdro": {"groupdro_eta": 0.01, "groupdro_adjustment": 0.0},
+    "groupdro": {"groupdro_eta": 0.01, "groupdro_c": 0.0},
     # Ganin et al. 2016: lambda_p = 2 / (1 + exp(-10 p)) - 1, scaled by lambda (1.0 in the paper).
-    "adversarial": {"adversarial_lambda": 1.0},
+    "adversarial": {"adv_lambda": 1.0},
 }
 GROUPDRO_WEIGHT_DECAY = 1.0
 
@@ -67,10 +67,10 @@ class MitigationOptions(Settings):
     groupdro_eta: float | None = Field(
         None, gt=0, le=10, description="groupdro: step size eta of the group weights (0.01)."
     )
-    groupdro_adjustment: float | None = Field(
+    groupdro_c: float | None = Field(
         None, ge=0, le=100, description="groupdro: group adjustment C, adds C/sqrt(n_g) to each loss (0)."
     )
-    adversarial_lambda: float | None = Field(
+    adv_lambda: float | None = Field(
         None, gt=0, le=100, description="adversarial: gradient-reversal strength lambda (1.0)."
     )
     select: Literal["val_mean_auc", "val_worst_group_auc", "dto"] = Field(
