@@ -239,3 +239,19 @@ def test_dto_is_the_distance_to_one_after_dividing_by_each_subgroups_best_epoch(
 def test_dto_ties_go_to_the_earlier_epoch():
     records = [_rec(0, 0.7, {"a": 0.7, "b": 0.7}), _rec(1, 0.7, {"a": 0.7, "b": 0.7})]
     assert choose(records, "dto", ["a", "b"])[0] == 0
+
+
+def test_each_method_resolves_its_own_defaults_and_groupdros_weight_decay():
+    from fairscan.train.finetune import FinetuneConfig
+
+    def resolved(**kw):
+        return FinetuneConfig(model="mae", manifest="m", out="o", group_attr="race", **kw).resolve()
+
+    dro = resolved(mitigation="groupdro")
+    assert (dro.groupdro_eta, dro.groupdro_c, dro.weight_decay) == (0.01, 0.0, 1.0)
+    assert dro.adv_lambda is None and dro.reweight_by is None  # other methods' settings stay unset
+    assert resolved(mitigation="groupdro", weight_decay=0.1).weight_decay == 0.1
+    assert resolved(mitigation="groupdro", linear_probe=True).weight_decay == 0.0  # the probe's recipe
+    assert resolved(mitigation="adversarial").adv_lambda == 1.0
+    assert resolved(mitigation="resample").resample_by == "group"
+    assert resolved().weight_decay == 0.05 and resolved().mitigation == "erm"

@@ -117,7 +117,8 @@ def resolve_mitigation(values: dict[str, Any], *, labels: list[str] | None = Non
     for option, default in DEFAULTS[method].items():
         if out.get(option) is None:
             out[option] = default
-    if method == "groupdro" and out.get("weight_decay") is None:
+    # not under --linear-probe: MAE's probe fits its head without weight decay, whatever the setting says
+    if method == "groupdro" and out.get("weight_decay") is None and not out.get("linear_probe"):
         out["weight_decay"] = GROUPDRO_WEIGHT_DECAY
     if labels is not None and out.get("resample_by") == "group-label":
         if out.get("resample_label") is None:
