@@ -22,4 +22,8 @@ def test_the_mitigation_study_reports_each_method_against_erm(tmp_path):
             assert set(comp["metrics"][m]) >= {"diff", "ci", "p_value", "method"}
     for row in d["rows"]:
         assert set(row["groups"]["race"]) == {"White", "Asian", "Black"}
+        worst = row["worst"]["race"]  # the audit's worst subgroup, with its interval (one seed)
+        audit = d["comparison"]["models"][row["preset"]]["summary"]["attrs"]["race"]
+        assert worst["mean"] == audit["worst_group_auc"] and worst["ci"] == audit["worst_group_auc_ci"]
+    assert "## Worst subgroup: its mean AUC over labels" in written["markdown"].read_text()
     assert "groupdro vs ERM" in written["markdown"].read_text().replace("Group DRO", "groupdro")
