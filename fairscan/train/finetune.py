@@ -10,7 +10,8 @@ place (:meth:`FinetuneConfig.resolve`). Recipes (METHOD section 4):
   256, batch 512, 90 epochs with 10 warm-up, no weight decay, crop + flip only, class-token pooling for ViTs;
   the backbone is checked to be bit-identical afterwards.
 
-A run folder holds ``model.safetensors`` (the epoch with the best validation mean AUC), ``model.json``,
+A run folder holds ``model.safetensors`` (the epoch with the best validation mean AUC, or the one ``--select``
+chooses: ``fairscan.train.mitigation``), ``model.json``,
 ``metrics.jsonl``, ``stage.json`` (resolved settings, weight hashes, seed, inputs, results) and ``state/`` (the
 last checkpoint, for ``--resume``).
 """

@@ -135,5 +135,7 @@ def finish_dto(out: Path, epoch: int) -> None:
     """The chosen epoch's weights become ``model.safetensors``; ``selection/`` goes."""
     from fairscan.runs import MODEL_WEIGHTS
 
-    os.replace(out / CANDIDATES / CANDIDATE.format(epoch=epoch), out / MODEL_WEIGHTS)
+    chosen = out / CANDIDATES / CANDIDATE.format(epoch=epoch)
+    if chosen.exists():  # absent: a run killed after this move is being finished again
+        os.replace(chosen, out / MODEL_WEIGHTS)
     shutil.rmtree(out / CANDIDATES, ignore_errors=True)
