@@ -175,7 +175,8 @@ class StudySection(_Strict):
     rows: list[StudyRow] = Field(min_length=1)
     comparisons: list[Comparison] = Field(default_factory=list)
     checks: list[Check] = Field(default_factory=list)
-    show: list[Literal["groups", "labels"]] = Field(default_factory=lambda: ["groups"])
+    # groups: each subgroup's mean AUC (Fig. 3); labels: per label (Figs. 5, 6); worst: the worst subgroup's AUC
+    show: list[Literal["groups", "labels", "worst"]] = Field(default_factory=lambda: ["groups"])
 
     @field_validator("rows", mode="before")
     @classmethod

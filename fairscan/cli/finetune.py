@@ -21,6 +21,8 @@ Examples:
   fairscan finetune --model mae --arch vit_tiny_patch16_224 --image-size 64 --init random --epochs 2 --cpu --procs 2 --manifest data/synth --out runs/tiny
 
   fairscan finetune --out runs/mae --resume
+
+  fairscan finetune --preset mae --mitigation groupdro --group-attr race --select dto --out runs/mae-dro
 """
 
 PREDICT_HELP = """Score one split of a manifest with a fine-tuned run; writes the predictions format for `fairscan audit`.

@@ -154,6 +154,27 @@ def sections(d: dict[str, Any]) -> list[Section]:
                     numeric=[False] + [True] * len(groups),
                 )
             )
+    if "worst" in d["show"]:
+        attrs = [m.removeprefix("gap_") for m in metrics if m.startswith("gap_")]
+        wrows = []
+        for r in d["rows"]:
+            cells = []
+            for attr in attrs:
+                w = (r.get("worst") or {}).get(attr) or {}
+                names = sorted({g for g in w.get("groups", []) if g})
+                cells.append(f"{ours_cell(w)} ({', '.join(names)})" if w.get("mean") is not None else MISSING)
+            wrows.append([r["label"], *cells])
+        out.append(
+            Section(
+                title="Worst subgroup: its mean AUC over labels",
+                columns=["Row", *(f"worst by {a}" for a in attrs)],
+                rows=wrows,
+                note="AUC points; "
+                + ("mean ± sd over seeds (the worst subgroup of each seed named)" if k > 1 else
+                   f"[{d['ci_level'] * 100:g}% simultaneous interval of the worst subgroup's AUC, as the audit's]"),
+                numeric=[False] + [True] * len(attrs),
+            )
+        )
     if "labels" in d["show"]:
         for attr in [m.removeprefix("gap_") for m in metrics if m.startswith("gap_")]:
             labels = list(d["rows"][0]["labels"]) if d["rows"] else []

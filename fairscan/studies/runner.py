@@ -175,6 +175,7 @@ def _study_row(r: Row, metrics, seeds: _SeedTable, plan: Plan, audits, index, at
     entry["expected_source"] = r.expected.source if r.expected is not None else None
     entry["claims"] = list(r.expected.claims) if r.expected is not None else []
     entry["groups"] = _groups(r, plan.seeds, audits, index, attrs)
+    entry["worst"] = _worst(r, plan.seeds, audits, index, attrs)
     entry["labels"] = _labels(r, plan.seeds, audits, index, attrs)
     return entry
 
@@ -247,6 +248,25 @@ def _groups(r: Row, seeds, audits, index, attrs) -> dict[str, dict[str, Any]]:
             }
             for g in groups
         }
+    return out
+
+
+def _worst(r: Row, seeds, audits, index, attrs) -> dict[str, dict[str, Any]]:
+    """Each attribute's worst subgroup: its mean AUC (seed mean, sd over seeds) and, for one seed, the audit's own
+    interval (a simultaneous band over the subgroups, ``fairscan.fairness.stats.worst_group``)."""
+    import numpy as np
+
+    out: dict[str, dict[str, Any]] = {}
+    for attr in attrs:
+        per_seed = [audits[index[(r.preset.name, s)]].summary["attrs"].get(attr) or {} for s in seeds]
+        values = [p.get("worst_group_auc") for p in per_seed]
+        known = None not in values
+        out[attr] = {
+            "groups": [p.get("worst_group") for p in per_seed], "values": values,
+            "mean": float(np.mean(values)) if known else None,
+            "sd": float(np.std(values, ddof=1)) if known and len(values) > 1 else None,
+            "ci": per_seed[0].get("worst_group_auc_ci") if len(seeds) == 1 else None,
+        }  # fmt: skip
     return out
 
 

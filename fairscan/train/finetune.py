@@ -10,7 +10,8 @@ place (:meth:`FinetuneConfig.resolve`). Recipes (METHOD section 4):
   256, batch 512, 90 epochs with 10 warm-up, no weight decay, crop + flip only, class-token pooling for ViTs;
   the backbone is checked to be bit-identical afterwards.
 
-A run folder holds ``model.safetensors`` (the epoch with the best validation mean AUC), ``model.json``,
+A run folder holds ``model.safetensors`` (the epoch with the best validation mean AUC, or the one ``--select``
+chooses: ``fairscan.train.mitigation``), ``model.json``,
 ``metrics.jsonl``, ``stage.json`` (resolved settings, weight hashes, seed, inputs, results) and ``state/`` (the
 last checkpoint, for ``--resume``).
 """
@@ -25,6 +26,7 @@ from pydantic import Field
 
 from fairscan.errors import InputError, RunError
 from fairscan.settings import Cli, CropScale, TrainingOptions
+from fairscan.train.mitigation.options import MitigationOptions, resolve_mitigation
 
 FT_BLR, LP_BLR = 2.5e-4, 0.1
 
@@ -53,9 +55,10 @@ def recipe(spec, arch: str, *, linear_probe: bool) -> dict[str, Any]:
     }
 
 
-class FinetuneConfig(TrainingOptions):
+class FinetuneConfig(MitigationOptions, TrainingOptions):
     """Every setting of a fine-tuning run; presets embed it, so unknown keys are errors. ``None``: the model's or
-    the recipe's default (:func:`recipe`), filled in by :meth:`resolve`."""
+    the recipe's default (:func:`recipe`), filled in by :meth:`resolve`. Bias mitigation and the selection of the
+    exported epoch are :class:`~fairscan.train.mitigation.options.MitigationOptions`."""
 
     input_fields: ClassVar[tuple[str, ...]] = ("manifest",)
     path_fields: ClassVar[tuple[str, ...]] = ("manifest", "weights", "cache")
@@ -115,7 +118,7 @@ class FinetuneConfig(TrainingOptions):
                 f"--arch {arch} is a {family} but {spec.name} is a {spec.family}",
                 hint=f"pick a {spec.family} architecture (the registry's is {spec.arch})",
             )
-        values = self.model_dump()
+        values = resolve_mitigation(self.model_dump())  # before the recipe: Group DRO has its own weight decay
         values["arch"] = arch
         for key, default in recipe(spec, arch, linear_probe=self.linear_probe).items():
             if values.get(key) is None:
@@ -186,9 +189,11 @@ def finetune(cfg, **options: Any) -> dict[str, Any] | None:
 def _check(cfg: FinetuneConfig, console) -> None:
     """What the parent checks before launching workers, so that bad input fails here with exit 2."""
     from fairscan.models import build_model, get_spec, load_encoder, resolve_checkpoint
+    from fairscan.train import mitigation
 
-    load_splits(cfg.manifest, cfg.labels)
+    train_df, val_df, labels, _ = load_splits(cfg.manifest, cfg.labels)
     model = build_model(cfg.arch, num_classes=1, pooling=cfg.pooling, image_size=cfg.image_size)
+    mitigation.check(cfg, model, train_df, val_df, labels)
     ckpt = resolve_checkpoint(get_spec(cfg.model), weights=cfg.weights, init=cfg.init)
     if ckpt is not None:
         load_encoder(model, ckpt, arch=cfg.arch)
@@ -199,13 +204,14 @@ def _run(cfg: FinetuneConfig, folder, *, resume: bool, console, inexact: list[st
     from fairscan.data.device_input import DeviceInput
     from fairscan.models import get_spec
     from fairscan.runs import MODEL_WEIGHTS, StageRecord
+    from fairscan.train import mitigation
     from fairscan.train.loop import TrainConfig, make_accelerator, train
     from fairscan.train.progress import flat_settings, fmt_metric, printer
-    from fairscan.train.supervised import Supervised
 
     spec = get_spec(cfg.model)
     out = folder.path
     train_df, val_df, labels, manifest_dir = load_splits(cfg.manifest, cfg.labels)
+    train_df, groups = mitigation.split(cfg, train_df, val_df, labels)
     acc = make_accelerator(
         cpu=cfg.cpu, precision=cfg.precision, accum=cfg.accum, seed=cfg.seed, compile=cfg.compile,
         trackers=cfg.log_with, project_dir=out,
@@ -233,6 +239,7 @@ def _run(cfg: FinetuneConfig, folder, *, resume: bool, console, inexact: list[st
         "lr": {"base": cfg.blr, "effective_batch": cfg.batch_size, "lr": cfg.lr},
         **({"resume": {"exact": False, "why": inexact}} if inexact else {}),
         **({"linear_probe": {"backbone_sha256_before": start["before"]}} if cfg.linear_probe else {}),
+        **mitigation.facts(cfg, groups, labels),
     }  # fmt: skip
     if acc.is_main_process:
         from fairscan.io import write_json
@@ -243,7 +250,9 @@ def _run(cfg: FinetuneConfig, folder, *, resume: bool, console, inexact: list[st
     record = StageRecord.start(folder, stage="finetune", cfg=cfg, accelerator=acc, saved=saved, **facts)
 
     to_input = DeviceInput(start["mean"], start["std"], channels_last=channels_last)
-    objective = Supervised(model, labels, to_input=to_input, linear_probe=cfg.linear_probe)
+    objective, sampler = mitigation.objective_for(
+        cfg, model, labels, groups, train_set, accelerator=acc, out=out, to_input=to_input
+    )
     tcfg = TrainConfig(
         epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, min_lr=cfg.min_lr,
         warmup_epochs=cfg.warmup_epochs, weight_decay=cfg.weight_decay,
@@ -254,23 +263,24 @@ def _run(cfg: FinetuneConfig, folder, *, resume: bool, console, inexact: list[st
     )  # fmt: skip
     result = train(
         objective, accelerator=acc, train_set=train_set, val_set=val_set, cfg=tcfg, out_dir=out,
-        resume=resume, console=console, tracker_config=flat_settings(cfg.model_dump()),
+        resume=resume, console=console, tracker_config=flat_settings(cfg.model_dump()), sampler=sampler,
     )  # fmt: skip
+    record.data["selection"] = selection = mitigation.finish(cfg, out, groups, main=acc.is_main_process)
     if cfg.linear_probe:
         unwrapped = acc.unwrap_model(objective.model, keep_torch_compile=False)
         record.data["linear_probe"] = _check_backbone(unwrapped, out, start["before"])
     record.complete(
         result={
-            "best_val_mean_auc": result.best_metric, "best_epoch": result.best_epoch, "epochs": result.epochs,
+            "best_val_mean_auc": selection["chosen_val_mean_auc"], "best_epoch": selection["chosen_epoch"],
+            "select": cfg.select, "epochs": result.epochs,
             "steps": result.steps, "train_images_per_second": round(result.images_per_second, 2),
             "resumed_from_step": result.resumed_from_step,
         },
         outputs={"model": out / MODEL_WEIGHTS},
     )  # fmt: skip
-    say(
-        f"[green]done[/]: best validation mean AUC {fmt_metric(result.best_metric)} at epoch "
-        f"{(result.best_epoch or 0) + 1}; {out}/{MODEL_WEIGHTS}"
-    )
+    chosen = f"epoch {(selection['chosen_epoch'] or 0) + 1}" + ("" if cfg.select == "val_mean_auc" else f" by {cfg.select}")
+    say(f"[green]done[/]: best validation mean AUC {fmt_metric(selection['chosen_val_mean_auc'])} at {chosen}; "
+        f"{out}/{MODEL_WEIGHTS}")  # fmt: skip
     acc.wait_for_everyone()
 
 

@@ -18,6 +18,8 @@ An :class:`Objective` says what is trained and how it is scored; the loop does e
   (wrapped for DDP, autocast applied) and a batch already on the device.
 - ``param_groups(cfg)``: the optimiser's groups, each may carry ``lr_scale`` (default: layer-wise decay and no
   weight decay on 1-D parameters, :func:`fairscan.train.optim.param_groups`).
+- ``at_step(step, total_steps)``: before each micro-batch's loss (a schedule inside the objective, such as the
+  adversarial head's gradient-reversal strength, follows the optimiser step, so a resumed run follows it too).
 - ``train_mode(unwrapped)``: called after ``model.train()`` each epoch (linear probing puts the frozen
   backbone back in eval mode).
 - ``evaluate(model, loader, accelerator) -> {name: float}``: after every ``eval_every`` epochs on the
@@ -121,6 +123,9 @@ class Objective:
     def param_groups(self, cfg: TrainConfig) -> list[dict]:
         return param_groups(self.model, weight_decay=cfg.weight_decay, layer_decay=cfg.layer_decay)
 
+    def at_step(self, step: int, total_steps: int) -> None:
+        """Called before every micro-batch's loss with the optimiser steps done and the run's total."""
+
     def train_mode(self, unwrapped: nn.Module) -> None:
         """Called after ``model.train()`` at the start of every epoch."""
 
@@ -216,8 +221,9 @@ def check_trackers(names: list[str]) -> None:
             )
 
 
-def build_loaders(train_set, val_set, *, cfg: TrainConfig, per_process_batch: int, collate_fn=None):
-    """The training loader (seeded per-epoch sampler, whole batches) and the evaluation loader."""
+def build_loaders(train_set, val_set, *, cfg: TrainConfig, per_process_batch: int, collate_fn=None, sampler=None):
+    """The training loader (seeded per-epoch sampler, whole batches) and the evaluation loader. ``sampler``
+    replaces the shuffled epochs (it must yield the same ``(epoch, row)`` keys from its seed on every process)."""
     from torch.utils.data import DataLoader
 
     from fairscan.data.dataset import EpochSampler
@@ -228,7 +234,7 @@ def build_loaders(train_set, val_set, *, cfg: TrainConfig, per_process_batch: in
         persistent_workers=cfg.workers > 0,
         collate_fn=collate_fn,
     )
-    sampler = EpochSampler(len(train_set), seed=cfg.seed)
+    sampler = sampler or EpochSampler(len(train_set), seed=cfg.seed)
     # Own generators: creating an iterator must not draw from the global RNG that Accelerate checkpoints.
     train_loader = DataLoader(
         train_set, batch_size=per_process_batch, sampler=sampler, drop_last=True,
@@ -280,9 +286,11 @@ def train(
     collate_fn: Callable | None = None,
     console=None,
     tracker_config: dict | None = None,
+    sampler=None,
 ) -> TrainResult:
-    """Train ``objective.model``; see the module docstring for what is written and how resume works."""
-    loop = _Loop(objective, accelerator, train_set, val_set, cfg, Path(out_dir), collate_fn, console)
+    """Train ``objective.model``; see the module docstring for what is written and how resume works.
+    ``sampler``: the training sampler, in place of the shuffled epochs (see :func:`build_loaders`)."""
+    loop = _Loop(objective, accelerator, train_set, val_set, cfg, Path(out_dir), collate_fn, console, sampler)
     loop.start(resume)
     if accelerator.log_with:
         accelerator.init_trackers(loop.out.name or "fairscan", config=tracker_config or {})
@@ -303,7 +311,8 @@ class _Loop:
     """One run of the loop: what :func:`train` sets up once, then each epoch's training and its end."""
 
     def __init__(
-        self, objective, accelerator, train_set, val_set, cfg: TrainConfig, out: Path, collate_fn, console
+        self, objective, accelerator, train_set, val_set, cfg: TrainConfig, out: Path, collate_fn, console,
+        sampler=None,
     ):
         self.objective, self.acc, self.train_set, self.cfg, self.out = (
             objective,
@@ -322,7 +331,7 @@ class _Loop:
                 hint="lower --batch-size (or raise --accum)",
             )
         loaders = build_loaders(
-            train_set, val_set, cfg=cfg, per_process_batch=self.per_proc, collate_fn=collate_fn
+            train_set, val_set, cfg=cfg, per_process_batch=self.per_proc, collate_fn=collate_fn, sampler=sampler
         )
         train_loader, val_loader, self.sampler = loaders
         optimizer = build_optimizer(cfg.optimizer, objective.param_groups(cfg), lr=cfg.lr, betas=cfg.betas)
@@ -394,6 +403,7 @@ class _Loop:
                 )
                 set_lr(optimizer, lr)
             with acc.accumulate(model):
+                self.objective.at_step(progress.step, self.total_steps)
                 out = self.objective.loss(model, batch)
                 loss, extra = out if isinstance(out, tuple) else (out, {})
                 losses = acc.gather(loss.detach().float().reshape(1))

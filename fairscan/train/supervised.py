@@ -86,8 +86,13 @@ class Supervised(Objective):
 
     def evaluate(self, model: nn.Module, loader, accelerator) -> dict[str, Any]:
         _, logits, targets = gather_outputs(model, loader, accelerator, self.to_input)
-        loss = float(masked_bce(torch.from_numpy(logits), torch.from_numpy(targets)))
-        aucs = label_aucs(1.0 / (1.0 + np.exp(-logits)), targets, self.labels)
-        present = [v for v in aucs.values() if v is not None]
-        mean = float(np.mean(present)) if present else float("nan")
-        return {"val_mean_auc": mean, "val_loss": loss, "val_auc": aucs, "val_images": int(len(targets))}
+        return scores(logits, targets, self.labels)
+
+
+def scores(logits: np.ndarray, targets: np.ndarray, labels: list[str]) -> dict[str, Any]:
+    """The validation metrics of a model's logits: loss, each label's AUC and their mean (which selects)."""
+    loss = float(masked_bce(torch.from_numpy(logits), torch.from_numpy(targets)))
+    aucs = label_aucs(1.0 / (1.0 + np.exp(-logits)), targets, labels)
+    present = [v for v in aucs.values() if v is not None]
+    mean = float(np.mean(present)) if present else float("nan")
+    return {"val_mean_auc": mean, "val_loss": loss, "val_auc": aucs, "val_images": int(len(targets))}
