@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field
 
 from fairscan import __version__
-from fairscan.errors import InputError, RunError
+from fairscan.errors import InputError
 from fairscan.settings import Cli, ExecutionOptions
 
 KEEP = ("image_id", "patient_id", "study_id", "view", "sex", "age", "race")
@@ -83,49 +83,28 @@ def _worker(*, settings: dict[str, Any]) -> None:
 
 
 def _run(cfg: PredictConfig, frame, *, console) -> Path | None:
+    from fairscan.models import load_run_model
+    from fairscan.train.inference import over_split
+
+    model, info = load_run_model(cfg.run)
+    return over_split(
+        model, info, frame, cfg, manifest=cfg.manifest, labels=info.labels, batch_size=cfg.batch_size,
+        doing=f"predicting {len(frame)} {cfg.split} images with {cfg.run}", console=console,
+        write=lambda logits, processes: _write(cfg, frame, info, logits, processes),
+    )  # fmt: skip
+
+
+def _write(cfg: PredictConfig, frame, info, logits, processes: int) -> Path:
+    """The predictions file of the split's logits (in manifest order)."""
     import numpy as np
     import pandas as pd
-    import torch
-    from torch.utils.data import DataLoader
 
-    from fairscan.data.dataset import ImageDataset, build_transform, load_size, open_cache
-    from fairscan.data.manifest import manifest_dir_of
     from fairscan.io import fingerprint, sha256_file
-    from fairscan.models import MODEL_WEIGHTS, load_run_model
+    from fairscan.models import MODEL_WEIGHTS
     from fairscan.runs import input_file
     from fairscan.schema import write_predictions
-    from fairscan.train.loop import make_accelerator
-    from fairscan.train.supervised import gather_outputs
 
-    acc = make_accelerator(cpu=cfg.cpu, precision=cfg.precision, seed=0)
-    model, info = load_run_model(cfg.run)
-    channels_last = info.family == "resnet" and acc.device.type == "cuda"
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    manifest_dir = manifest_dir_of(cfg.manifest)
-    dataset = ImageDataset(
-        frame, labels=info.labels, manifest_dir=manifest_dir, decode_size=load_size(info.image_size, info.crop_pct),
-        cache=open_cache(manifest_dir, cfg.cache, enabled=cfg.use_cache),
-        transform=build_transform(info.image_size, train=False, mean=tuple(info.mean), std=tuple(info.std),
-                                  interpolation=info.interpolation, crop_pct=info.crop_pct),
-    )  # fmt: skip
-    loader = DataLoader(dataset, batch_size=cfg.batch_size, shuffle=False, num_workers=cfg.resolved_workers())
-    model, loader = acc.prepare(model, loader)
-    model.eval()
-    if console is not None and acc.is_main_process:
-        console.print(
-            f"predicting {len(dataset)} {cfg.split} images with {cfg.run} ({info.arch}, {acc.num_processes} "
-            f"process(es), {acc.device.type})",
-            highlight=False,
-        )
-    idx, logits, _ = gather_outputs(model, loader, acc, channels_last)
-    if not acc.is_main_process:
-        acc.wait_for_everyone()
-        return None
-    if len(idx) != len(dataset) or not np.array_equal(np.sort(idx), np.arange(len(dataset))):
-        raise RunError(f"predictions cover {len(np.unique(idx))} of {len(dataset)} images ({len(idx)} rows)")
-    probs = np.empty_like(logits, dtype=np.float64)
-    probs[idx] = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
+    probs = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
     out = frame[[c for c in KEEP if c in frame.columns]].copy()
     for j, lab in enumerate(info.labels):
         out[f"label_{lab}"] = frame[f"label_{lab}"].to_numpy(dtype=np.float64)
@@ -142,8 +121,6 @@ def _run(cfg: PredictConfig, frame, *, console) -> Path | None:
         "split": cfg.split,
         "images": len(out),
         "image_size": info.image_size,
-        "processes": acc.num_processes,
+        "processes": processes,
     }
-    write_predictions(out, cfg.out, provenance=provenance)
-    acc.wait_for_everyone()
-    return Path(cfg.out)
+    return write_predictions(out, cfg.out, provenance=provenance)

@@ -40,8 +40,9 @@ def label_aucs(probs: np.ndarray, targets: np.ndarray, labels: list[str]) -> dic
 
 
 @torch.no_grad()
-def gather_outputs(model: nn.Module, loader, accelerator, channels_last: bool = False):
-    """(indices, logits, targets) over a loader, every sample exactly once across processes."""
+def gather_outputs(model: nn.Module, loader, accelerator, channels_last: bool = False, on_batch=None):
+    """(indices, outputs, targets) over a loader, every sample exactly once across processes; ``on_batch()``
+    after each batch (a progress bar)."""
     idx, logits, targets = [], [], []
     for batch in loader:
         x = batch["image"]
@@ -52,6 +53,8 @@ def gather_outputs(model: nn.Module, loader, accelerator, channels_last: bool = 
         idx.append(i.cpu())
         logits.append(z.cpu())
         targets.append(t.cpu())
+        if on_batch is not None:
+            on_batch()
     return torch.cat(idx).numpy(), torch.cat(logits).numpy(), torch.cat(targets).numpy()
 
 
