@@ -168,6 +168,19 @@ class Check(_Strict):
     paper: str | None = None
 
 
+class RepresentationsSection(_Strict):
+    """Where the bias lives (``fairscan study representations``): each fine-tuned row's test features (its
+    head's input, ``fairscan embed``), probed for ``targets`` and inspected (PCA modes, KS tests) for ``attrs``."""
+
+    targets: list[str] = Field(default_factory=lambda: ["race", "sex"], min_length=1)
+    attrs: list[str] = Field(default_factory=lambda: ["race", "sex"], min_length=1)
+    label: str | None = None  # with a label id, inspect also tests label 1 against 0 per mode
+    folds: int = Field(5, ge=2)
+    permutations: int = Field(100, ge=0)
+    pca: int = Field(4, ge=1)
+    batch_size: int = Field(64, ge=1)
+
+
 class StudySection(_Strict):
     """A group of presets run end to end, reported as the paper's table beside ours."""
 
@@ -176,6 +189,7 @@ class StudySection(_Strict):
     comparisons: list[Comparison] = Field(default_factory=list)
     checks: list[Check] = Field(default_factory=list)
     show: list[Literal["groups", "labels"]] = Field(default_factory=lambda: ["groups"])
+    representations: RepresentationsSection | None = None
 
     @field_validator("rows", mode="before")
     @classmethod

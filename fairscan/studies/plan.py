@@ -53,6 +53,7 @@ class Row:
     label: str
     expected: Any
     predictions: dict[int, Path] = field(default_factory=dict)
+    features: dict[int, Path] = field(default_factory=dict)  # test features per seed (representations)
 
 
 @dataclass
@@ -74,6 +75,10 @@ def seed_dir(out: str | Path, seed: int) -> Path:
 
 def predictions_path(run: str | Path, split: str = "test") -> Path:
     return Path(run) / "predictions" / f"{split}.parquet"
+
+
+def features_path(run: str | Path, split: str = "test") -> Path:
+    return Path(run) / "features" / f"{split}.parquet"
 
 
 class _Planner:
@@ -176,10 +181,14 @@ class _Planner:
             )
         )
 
-    def finetune(self, preset: Preset, seed: int) -> tuple[str, Path]:
+    def run_config(self, preset: Preset, seed: int):
+        """The fine-tuning settings of one seed's run (seed s > 0 writes to ``<out>-seed<s>``)."""
         base = _with_options(preset.finetune_config(), self.run_options)
-        out = seed_dir(base.out, seed)
-        cfg = base.model_copy(update={"seed": seed, "out": str(out)})
+        return base.model_copy(update={"seed": seed, "out": str(seed_dir(base.out, seed))})
+
+    def finetune(self, preset: Preset, seed: int) -> tuple[str, Path]:
+        cfg = self.run_config(preset, seed)
+        out = Path(cfg.out)
         deps = [d for d in [self.dataset_for(preset, cfg.manifest)] if d]
         if preset.pretrained_from:
             deps.append(self.pretrain(self.load(preset.pretrained_from)))
@@ -211,6 +220,27 @@ class _Planner:
         if test is None:
             raise InputError(f"preset {preset.name}: predict.splits must include test for a study")
         return key, test
+
+    def features(self, preset: Preset, seed: int, batch_size: int) -> Path:
+        """The step embedding the test split with one seed's run (its head's input); done when the file
+        records the run's current weights, as a predictions file does."""
+        key, _ = self.finetune(preset, seed)
+        cfg = self.run_config(preset, seed)
+        out = Path(cfg.out)
+        path = features_path(out)
+        self.add(
+            Step(
+                kind="embed",
+                key=f"embed:{path.resolve()}",
+                title=f"embed test with {preset.display_name} (seed {seed})",
+                command=f"fairscan embed {out} --manifest {cfg.manifest} --split test -o {path}",
+                out=path,
+                action=lambda runner, cfg=cfg, path=path: runner.embed(cfg, path, batch_size),
+                check=lambda path=path, out=out: _predictions_state(path, out),
+                deps=[key],
+            )
+        )
+        return path
 
     def ensemble(self, preset: Preset, seed: int) -> Path:
         ens = preset.ensemble
@@ -293,6 +323,8 @@ def plan_study(
                     hint="rows are finetune or ensemble presets",
                 )
             row.predictions[seed] = path
+            if section.representations is not None and preset.stage == "finetune":
+                row.features[seed] = planner.features(preset, seed, section.representations.batch_size)
         rows.append(row)
     names = [r.preset.name for r in rows]
     for comp in section.comparisons:
@@ -436,6 +468,15 @@ class Runner:
             run=cfg.out, manifest=cfg.manifest, out=str(path), split=split, batch_size=batch_size, **cfg.execution()
         )
         predict(pcfg, console=self.console, debug=self.debug)
+
+    def embed(self, cfg, path: Path, batch_size: int) -> None:
+        from fairscan.representations.embed import EmbedConfig, embed
+
+        ecfg = EmbedConfig(
+            run=cfg.out, manifest=cfg.manifest, out=str(path), split="test", batch_size=batch_size,
+            **cfg.execution(),
+        )  # fmt: skip
+        embed(ecfg, console=self.console, debug=self.debug)
 
     def ensemble(self, ens, members: list[Path], out: Path) -> None:
         from fairscan.fairness.ensemble import write_ensemble

@@ -180,6 +180,10 @@ def sections(d: dict[str, Any]) -> list[Section]:
                     numeric=[False] + [True] * (len(columns) - 1),
                 )
             )
+    if d.get("representations"):
+        from fairscan.studies.representations import representations_section
+
+        out.append(representations_section(d))
     if d["checks"]:
         krows = []
         for c in d["checks"]:
