@@ -179,6 +179,7 @@ class RepresentationsSection(_Strict):
     permutations: int = Field(100, ge=0)
     pca: int = Field(4, ge=1)
     batch_size: int = Field(64, ge=1)
+    frozen: bool = False  # also each row's foundation model used frozen (its pre-trained weights, METHOD 5b pooling)
 
 
 class StudySection(_Strict):

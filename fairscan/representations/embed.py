@@ -55,6 +55,9 @@ class EmbedConfig(ExecutionOptions):
     pool: Literal["avg", "token"] | None = Field(
         None, description="With --model: avg or token (default: the model's recipe, METHOD 5b)."
     )
+    init: Literal["pretrained", "random"] = Field(
+        "pretrained", description="With --model: pretrained, or random (a baseline; never implied)."
+    )
     manifest: str = Field(description="manifest.parquet or its folder.")
     out: Annotated[str, Cli(("--output", "-o"))] = Field(description="Features file (.parquet or .csv).")
     split: Literal["train", "validate", "test"] = Field("test", description="The split to embed.")
@@ -91,6 +94,8 @@ def check_settings(cfg: EmbedConfig) -> None:
                           ("pool", "--pool")):  # fmt: skip
             if getattr(cfg, key) is not None:
                 raise InputError(FROZEN_ONLY.format(flag=flag), hint=f"drop {flag}, or embed with --model")
+        if cfg.init != "pretrained":
+            raise InputError(FROZEN_ONLY.format(flag="--init"), hint="drop --init, or embed with --model")
 
 
 def _frame(cfg: EmbedConfig):
@@ -143,8 +148,13 @@ def _frozen_model(cfg: EmbedConfig):
     pool = cfg.pool or (spec.pooling if family == "vit" else "avg")
     image_size = cfg.image_size or 224
     model = build_model(arch, num_classes=0, pooling=pool, image_size=image_size)
-    ckpt = resolve_checkpoint(spec, weights=cfg.weights, init="pretrained")
-    weights: dict[str, Any] = {"features_of": "frozen encoder", "pooling": pool, "weights": None}
+    ckpt = resolve_checkpoint(spec, weights=cfg.weights, init=cfg.init)
+    weights: dict[str, Any] = {
+        "features_of": "frozen encoder",
+        "pooling": pool,
+        "init": cfg.init,
+        "weights": None,
+    }
     if ckpt is not None:
         ckpt = replace(ckpt, state_dict=_final_norm_as_fc_norm(model, ckpt.state_dict))
         report = load_encoder(model, ckpt, arch=arch)
@@ -241,5 +251,6 @@ def _write(cfg: EmbedConfig, frame, labels, info, weights: dict, feats, processe
         "dtype": np.dtype(dtype).name,
         "image_size": info.image_size,
         "processes": processes,
+        "settings": cfg.model_dump(mode="json"),
     }
     return write_features(out, cfg.out, provenance=provenance)

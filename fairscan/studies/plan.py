@@ -54,6 +54,7 @@ class Row:
     expected: Any
     predictions: dict[int, Path] = field(default_factory=dict)
     features: dict[int, Path] = field(default_factory=dict)  # test features per seed (representations)
+    frozen: Path | None = None  # test features of the row's foundation model used frozen
 
 
 @dataclass
@@ -221,27 +222,6 @@ class _Planner:
             raise InputError(f"preset {preset.name}: predict.splits must include test for a study")
         return key, test
 
-    def features(self, preset: Preset, seed: int, batch_size: int) -> Path:
-        """The step embedding the test split with one seed's run (its head's input); done when the file
-        records the run's current weights, as a predictions file does."""
-        key, _ = self.finetune(preset, seed)
-        cfg = self.run_config(preset, seed)
-        out = Path(cfg.out)
-        path = features_path(out)
-        self.add(
-            Step(
-                kind="embed",
-                key=f"embed:{path.resolve()}",
-                title=f"embed test with {preset.display_name} (seed {seed})",
-                command=f"fairscan embed {out} --manifest {cfg.manifest} --split test -o {path}",
-                out=path,
-                action=lambda runner, cfg=cfg, path=path: runner.embed(cfg, path, batch_size),
-                check=lambda path=path, out=out: _predictions_state(path, out),
-                deps=[key],
-            )
-        )
-        return path
-
     def ensemble(self, preset: Preset, seed: int) -> Path:
         ens = preset.ensemble
         members = []
@@ -306,6 +286,8 @@ def plan_study(
             f"preset {study.name} is an audit preset: it has nothing to run",
             hint="use it with `fairscan audit --preset`; studies run study, finetune, ensemble or pretrain presets",
         )
+    from fairscan.studies.representations import plan_features, plan_frozen
+
     for entry in section.rows:
         preset = study if entry.preset == study.name else planner.load(entry.preset)
         if preset.stage == "pretrain":
@@ -324,7 +306,13 @@ def plan_study(
                 )
             row.predictions[seed] = path
             if section.representations is not None and preset.stage == "finetune":
-                row.features[seed] = planner.features(preset, seed, section.representations.batch_size)
+                row.features[seed] = plan_features(planner, preset, seed, section.representations.batch_size)
+        if (
+            section.representations is not None
+            and section.representations.frozen
+            and preset.stage == "finetune"
+        ):
+            row.frozen = plan_frozen(planner, preset, section.representations.batch_size)
         rows.append(row)
     names = [r.preset.name for r in rows]
     for comp in section.comparisons:
@@ -465,7 +453,12 @@ class Runner:
         from fairscan.train.predict import PredictConfig, predict
 
         pcfg = PredictConfig(
-            run=cfg.out, manifest=cfg.manifest, out=str(path), split=split, batch_size=batch_size, **cfg.execution()
+            run=cfg.out,
+            manifest=cfg.manifest,
+            out=str(path),
+            split=split,
+            batch_size=batch_size,
+            **cfg.execution(),
         )
         predict(pcfg, console=self.console, debug=self.debug)
 
@@ -478,10 +471,13 @@ class Runner:
         )  # fmt: skip
         embed(ecfg, console=self.console, debug=self.debug)
 
+    def embed_frozen(self, ecfg) -> None:
+        from fairscan.representations.embed import embed
+
+        embed(ecfg, console=self.console, debug=self.debug)
+
     def ensemble(self, ens, members: list[Path], out: Path) -> None:
         from fairscan.fairness.ensemble import write_ensemble
 
         df = write_ensemble(members, out, method=ens.method, weights=ens.weights)
         self.say(f"  {out}: ensemble of {len(members)} models ({ens.method}), {len(df)} images")
-
-
