@@ -176,6 +176,7 @@ class RepresentationsSection(_Strict):
     attrs: list[str] = Field(default_factory=lambda: ["race", "sex"], min_length=1)
     label: str | None = None  # with a label id, inspect also tests label 1 against 0 per mode
     folds: int = Field(5, ge=2)
+    grid: list[float] | None = None  # the probe's C values (default: the probe's, chosen by inner CV)
     permutations: int = Field(100, ge=0)
     pca: int = Field(4, ge=1)
     batch_size: int = Field(64, ge=1)
@@ -189,7 +190,7 @@ class StudySection(_Strict):
     rows: list[StudyRow] = Field(min_length=1)
     comparisons: list[Comparison] = Field(default_factory=list)
     checks: list[Check] = Field(default_factory=list)
-    show: list[Literal["groups", "labels"]] = Field(default_factory=lambda: ["groups"])
+    show: list[Literal["groups", "labels", "ks"]] = Field(default_factory=lambda: ["groups"])
     representations: RepresentationsSection | None = None
 
     @field_validator("rows", mode="before")

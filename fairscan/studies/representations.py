@@ -128,11 +128,12 @@ def representations_dict(plan, spec, rows: list[dict[str, Any]]) -> dict[str, An
 def _analyse(path, spec) -> dict[str, Any]:
     """The probe and inspection summary of one features file (None without one: an ensemble row)."""
     if path is None:
-        return {"features": None, "probe": None, "inspect": None, "correction": None}
+        return {"features": None, "probe": None, "inspect": None, "ks_tests": None, "correction": None}
     from fairscan.representations.inspect import inspect
     from fairscan.representations.probe import probe
 
-    probed = probe(str(path), spec.targets, folds=spec.folds, permutations=spec.permutations, seed=0)
+    grid = {"grid": spec.grid} if spec.grid else {}
+    probed = probe(str(path), spec.targets, folds=spec.folds, permutations=spec.permutations, seed=0, **grid)
     inspected = inspect(str(path), spec.attrs, label=spec.label, pca=spec.pca)
     return {
         "features": str(path),
@@ -146,6 +147,7 @@ def _analyse(path, spec) -> dict[str, Any]:
             for p in probed.probes
         },  # fmt: skip
         "inspect": _ks_summary(inspected),
+        "ks_tests": [t.to_dict() for t in inspected.tests],
         "correction": inspected.correction,
     }
 
@@ -163,8 +165,9 @@ def _ks_summary(result) -> dict[str, dict[str, Any]]:
     return out
 
 
-def representations_section(d: dict[str, Any]):
-    """The report's table: FG, the probe's macro AUC (p) per target, the KS tests significant per attribute."""
+def representations_sections(d: dict[str, Any]) -> list:
+    """The report's table (FG, the probe's macro AUC (p) per target, the KS tests significant per attribute)
+    and, with ``show: [ks]``, each row's KS table."""
     from fairscan.report._format import MISSING as missing
     from fairscan.report._format import pts
     from fairscan.studies.report import Section
@@ -184,17 +187,50 @@ def representations_section(d: dict[str, Any]):
             k = (r["inspect"] or {}).get(a)
             cells.append(missing if k is None else f"{k['significant']} of {k['tests']}")
         rows.append(cells)
-    return Section(
-        title="Where the bias lives: probes and KS tests of each model's features",
-        columns=columns,
+    out = [
+        Section(
+            key="representations",
+            title="Where the bias lives: probes and KS tests of each model's features",
+            columns=columns,
+            rows=rows,
+            note=f"FG: AUC points, as above. Probe: logistic probe of the test features (the input of each model's "
+            f"head) in patient-grouped cross-validation, macro one-vs-rest AUC as a fraction (0.5 = chance), p from "
+            f"{rep['permutations']} permutations. KS: Glocker et al.'s tests on the first {rep['modes']} PCA modes, "
+            f"significant: p corrected over the row's table ({rep['correction']}) below {rep['alpha']:g}. "
+            f"Seed {rep['seed']}'s runs; (frozen): the row's foundation model used frozen, its recipe's pooling, no "
+            "classifier (no FG); ensembles have no features of their own.",
+            numeric=[False] + [True] * (len(columns) - 1),
+        )
+    ]
+    if "ks" in d.get("show", []):
+        for r in rep["rows"]:
+            if r["ks_tests"]:
+                out.append(_ks_section(r, rep, Section))
+    return out
+
+
+def _ks_section(r: dict[str, Any], rep: dict[str, Any], section_type):
+    from fairscan.representations.report import _p6
+
+    rows = [
+        [
+            str(t["mode"]),
+            t["attr"],
+            f"{t['a']} vs {t['b']}",
+            f"{t['ks']:.4f}",
+            _p6(t["p"]),
+            _p6(t["p_adjusted"]),
+        ]
+        for t in r["ks_tests"]
+    ]
+    return section_type(
+        key="representations-ks",
+        title=f"KS tests of {r['label']}'s features",
+        columns=["Mode", "Attribute", "Subgroups", "KS", "p", "p adj."],
         rows=rows,
-        note=f"FG: AUC points, as above. Probe: logistic probe of the test features (the input of each model's "
-        f"head) in patient-grouped cross-validation, macro one-vs-rest AUC as a fraction (0.5 = chance), p from "
-        f"{rep['permutations']} permutations. KS: Glocker et al.'s tests on the first {rep['modes']} PCA modes, "
-        f"significant: p corrected over the row's table ({rep['correction']}) below {rep['alpha']:g}. "
-        f"Seed {rep['seed']}'s runs; (frozen): the row's foundation model used frozen, its recipe's pooling, no "
-        "classifier (no FG); ensembles have no features of their own.",
-        numeric=[False] + [True] * (len(columns) - 1),
+        note=f"Two-sample KS tests of each PCA mode's marginal distribution between subgroups; p adj.: corrected "
+        f"over this table ({rep['correction']}).",
+        numeric=[True, False, False, True, True, True],
     )
 
 
