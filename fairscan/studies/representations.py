@@ -68,6 +68,8 @@ def plan_frozen(planner, preset, batch_size: int) -> Path:
             command=f"fairscan embed --model {cfg.model}"
             + (f" --weights {cfg.weights}" if cfg.weights else "")
             + (" --init random" if cfg.init == "random" else "")
+            + (f" --arch {cfg.arch}" if cfg.arch else "")
+            + (f" --image-size {cfg.image_size}" if cfg.image_size else "")
             + f" --manifest {cfg.manifest} --split test -o {path}",
             out=path,
             action=lambda runner, ecfg=ecfg: runner.embed_frozen(ecfg),
