@@ -141,6 +141,7 @@ def test_embed_bad_inputs(run_cli, run, manifest, tmp_path):
         (("embed", run, "--model", "mae", "--manifest", manifest, "-o", out), "name a run folder or --model, not both"),
         (("embed", run, "--pool", "avg", "--manifest", manifest, "-o", out), "--pool applies to a frozen --model"),
         (("embed", tmp_path, "--manifest", manifest, "-o", out), "no model.json"),
+        (("embed", run, "--init", "random", "--manifest", manifest, "-o", out), "--init applies to a frozen --model"),
         (("embed", run, "--manifest", manifest, "-o", tmp_path / "f.txt"), "unsupported table type"),
         (("embed", run, "--manifest", manifest, "-o", tmp_path), "is a folder"),
         (("embed", run, "--manifest", manifest, "--split", "tset", "-o", out), "--split: Input should be"),
