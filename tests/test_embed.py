@@ -134,6 +134,27 @@ def test_a_frozen_model_pools_as_its_recipe(run_cli, manifest, tmp_path):
     np.testing.assert_allclose(read_features(half).matrix(), mean_tokens, atol=2e-2, rtol=1e-2)
 
 
+def test_a_finetune_preset_names_a_frozen_model(run_cli, run, manifest, tmp_path):
+    """`--preset`: the preset's model, weights or init, architecture and image size, used frozen."""
+    from fairscan.representations.features import read_features
+
+    out = tmp_path / "preset.parquet"
+    code, _, err = run_cli("embed", "--preset", "mae:quick", "--manifest", manifest, "-o", out, "--cpu")
+    assert code == 0, err
+    prov = read_features(out).provenance
+    assert (prov["model"], prov["init"], prov["arch"], prov["image_size"]) == (
+        "mae",
+        "random",
+        "vit_tiny_patch16_224",
+        32,
+    )
+    assert prov["pooling"] == "avg" and prov["settings"]["manifest"] == str(manifest)  # typed options win
+    code, _, err = run_cli("embed", run, "--preset", "mae", "--manifest", manifest, "-o", out)
+    assert code == 2 and "a run folder is already a model" in err
+    code, _, err = run_cli("embed", "--preset", "demo", "--manifest", manifest, "-o", out)
+    assert code == 2 and "preset demo is a study preset" in err
+
+
 def test_embed_bad_inputs(run_cli, run, manifest, tmp_path):
     out = tmp_path / "f.parquet"
     cases = [
