@@ -63,7 +63,7 @@ def _sklearn(features, args) -> dict:
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from fairscan.representations.probe import patient_folds
+    from fairscan.representations.crossval import patient_folds
 
     X = features.matrix()
     y = pd.Categorical(features.frame["race"], categories=["White", "Asian", "Black"]).codes.astype(np.int64)

@@ -28,8 +28,10 @@ import numpy as np
 def _one(seed: int, args) -> dict:
     import pandas as pd
 
+    from fairscan.representations.crossval import cross_validate
     from fairscan.representations.features import validate_features
-    from fairscan.representations.probe import ProbeSettings, cross_validate, permutation_p, permuted
+    from fairscan.representations.permutation import permutation_p, permuted
+    from fairscan.representations.probe import ProbeSettings
     from fairscan.representations.simulate import simulate_features
 
     f = validate_features(

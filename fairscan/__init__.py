@@ -24,6 +24,8 @@ _LAZY = {
     "read_manifest": "fairscan.schema",
     "repeated_images": "fairscan.schema",
     "dedupe": "fairscan.schema",
+    "embed": "fairscan.representations.embed",
+    "EmbedConfig": "fairscan.representations.embed",
     "probe": "fairscan.representations.probe",
     "inspect": "fairscan.representations.inspect",
     "read_features": "fairscan.representations.features",

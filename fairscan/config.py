@@ -168,6 +168,21 @@ class Check(_Strict):
     paper: str | None = None
 
 
+class RepresentationsSection(_Strict):
+    """Where the bias lives (``fairscan study representations``): each fine-tuned row's test features (its
+    head's input, ``fairscan embed``), probed for ``targets`` and inspected (PCA modes, KS tests) for ``attrs``."""
+
+    targets: list[str] = Field(default_factory=lambda: ["race", "sex"], min_length=1)
+    attrs: list[str] = Field(default_factory=lambda: ["race", "sex"], min_length=1)
+    label: str | None = None  # with a label id, inspect also tests label 1 against 0 per mode
+    folds: int = Field(5, ge=2)
+    grid: list[float] | None = None  # the probe's C values (default: the probe's, chosen by inner CV)
+    permutations: int = Field(100, ge=0)
+    pca: int = Field(4, ge=1)
+    batch_size: int = Field(64, ge=1)
+    frozen: bool = False  # also each row's foundation model used frozen (its pre-trained weights, METHOD 5b pooling)
+
+
 class StudySection(_Strict):
     """A group of presets run end to end, reported as the paper's table beside ours."""
 
@@ -175,8 +190,10 @@ class StudySection(_Strict):
     rows: list[StudyRow] = Field(min_length=1)
     comparisons: list[Comparison] = Field(default_factory=list)
     checks: list[Check] = Field(default_factory=list)
-    # groups: each subgroup's mean AUC (Fig. 3); labels: per label (Figs. 5, 6); worst: the worst subgroup's AUC
-    show: list[Literal["groups", "labels", "worst"]] = Field(default_factory=lambda: ["groups"])
+    # groups: each subgroup's mean AUC (Fig. 3); labels: per label (Figs. 5, 6); worst: the worst subgroup's AUC;
+    # ks: each model's KS table (with representations)
+    show: list[Literal["groups", "labels", "worst", "ks"]] = Field(default_factory=lambda: ["groups"])
+    representations: RepresentationsSection | None = None
 
     @field_validator("rows", mode="before")
     @classmethod

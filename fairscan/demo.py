@@ -5,7 +5,10 @@ planted in the images: Black patients' findings are fainter and noisier, see ``f
 generated and prepared; a tiny MAE is pre-trained briefly on its train split; two tiny models are fine-tuned,
 a ViT from that MAE and a ResNet from scratch; both predict the test split and are ensembled; and the three
 are audited together (sex and race, balanced test sets, paired patient bootstrap). The report shows the race
-gap with Black as the worst subgroup -- the planted effect, found by the audit.
+gap with Black as the worst subgroup -- the planted effect, found by the audit. Then where the bias lives: each
+fine-tuned model's test features (its head's input, ``fairscan embed``) are probed for race and their PCA modes
+tested by race and sex (``fairscan probe``, ``fairscan inspect``), in a table beside the audit's FG and one KS
+table per model.
 
 Run it again and finished steps are skipped; ``quick`` shrinks it to seconds (the tests use it).
 """
@@ -45,7 +48,7 @@ def run_demo(
         console.print(
             f"[bold]fairscan demo[/]{' (quick)' if quick else ''}: {len(steps)} steps into {out} -- a synthetic "
             "CheXpert with a planted race gap, a tiny MAE, two tiny models (a ViT from the MAE, a ResNet from "
-            "scratch), their ensemble, and the audit",
+            "scratch), their ensemble, the audit, and the race probe and KS tests of both models' features",
             highlight=False,
             soft_wrap=True,
         )

@@ -222,3 +222,36 @@ def test_bad_inputs_exit_2_with_what_to_do(run_cli, tmp_path):
     good.assign(race="White").to_parquet(tmp_path / "white.parquet")
     code, _, err = run_cli("inspect", tmp_path / "white.parquet", "--attrs", "race")
     assert code == 2 and "1 subgroup(s) (White)" in err
+
+
+def test_a_notebook_shows_the_result_as_html():
+    """`_repr_html_`: a fragment scoped under .fairscan with the test table, every test's corrected p-value."""
+    from html.parser import HTMLParser
+
+    r = inspect(validate_features(simulate_features(patients=120, dim=6, shift=1.0, seed=2)), ["race", "sex"])
+    page = r._repr_html_()
+    assert page.startswith('<div class="fairscan">') and "<html" not in page
+    assert "Kolmogorov-Smirnov tests per mode" in page and "Bias inspection" in page
+
+    class Cells(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.rows: list[list[str]] = []
+
+        def handle_starttag(self, tag, attrs):
+            if tag == "tr":
+                self.rows.append([])
+            elif tag == "td":
+                self.rows[-1].append("")
+
+        def handle_data(self, data):
+            if self.rows and self.rows[-1] and self.lasttag == "td":
+                self.rows[-1][-1] += data
+
+    parser = Cells()
+    parser.feed(page)
+    body = [row for row in parser.rows if row]
+    assert len(body) == len(r.tests)
+    for row, t in zip(body, r.tests, strict=True):
+        assert row[0] == str(t.mode) and row[2] == f"{t.a} vs {t.b}"
+        assert float(row[6]) == pytest.approx(t.p_adjusted, abs=5e-7)  # printed to 6 decimals

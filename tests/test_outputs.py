@@ -15,7 +15,7 @@ from tests._finetune_fixtures import TINY_ARGS, finetuned_run, synthetic_manifes
 from tests._preds import make_preds
 
 FOLDER_OUTPUTS = ("audit", "prepare", "finetune", "pretrain", "demo")
-FILE_OUTPUTS = ("predict", "ensemble")
+FILE_OUTPUTS = ("predict", "embed", "ensemble")
 
 
 @pytest.fixture
@@ -42,6 +42,7 @@ def _command(name: str, out: Path, inputs: dict) -> list:
                      "--batch-size", "8", "--arch", "vit_tiny_patch16_224", "--image-size", "32", "--cpu"],
         "demo": ["demo", "--quick", "--out", out],
         "predict": ["predict", inputs["run"], "--manifest", inputs["manifest"], "-o", out, "--cpu"],
+        "embed": ["embed", inputs["run"], "--manifest", inputs["manifest"], "-o", out, "--cpu"],
         "ensemble": ["ensemble", inputs["a"], inputs["b"], "-o", out],
     }[name]  # fmt: skip
 

@@ -8,15 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from fairscan.representations.crossval import cross_validate, patient_folds
 from fairscan.representations.features import validate_features
-from fairscan.representations.probe import (
-    ProbeSettings,
-    cross_validate,
-    patient_folds,
-    permutation_p,
-    permuted,
-    probe,
-)
+from fairscan.representations.permutation import permutation_p, permuted
+from fairscan.representations.probe import ProbeSettings, probe
 from fairscan.representations.simulate import simulate_features
 
 FAST = dict(folds=3, inner_folds=2, grid=[0.01, 1.0])
@@ -326,3 +321,14 @@ def test_the_benchmark_and_the_calibration_run_small():
     calib = _script("calibrate_probe").main(["--datasets", "2", "--permutations", "2", "--patients", "60"])
     assert calib["datasets"] == 2 and sum(calib["p_histogram"]) == 2
     assert 0 <= calib["patient_permutation"]["rate"] <= 1 and calib["mean_auc_image_folds"] > 0
+
+
+def test_a_notebook_shows_the_result_as_html():
+    """`_repr_html_`: a fragment scoped under .fairscan with each target's macro AUC and balanced accuracy."""
+    r = probe(_features(patients=120, shift=1.0, seed=3), ["race", "sex"], permutations=0, **FAST)
+    page = r._repr_html_()
+    assert page.startswith('<div class="fairscan">') and "<html" not in page
+    assert "How well each attribute can be read from the features" in page
+    for p in r.probes:
+        assert f"{p.auc_macro:.3f}" in page and f"{p.balanced_accuracy:.3f}" in page
+    assert page.count("<tr>") >= 1 + len(r.probes)

@@ -97,7 +97,7 @@ def _root(
 
 
 def _register() -> None:
-    from fairscan.cli import audit, demo, ensemble, finetune, models, prepare, presets, pretrain, study
+    from fairscan.cli import audit, demo, embed, ensemble, finetune, models, prepare, presets, pretrain, study
     from fairscan.cli import inspect as inspect_cli
     from fairscan.cli import probe as probe_cli
 
@@ -107,6 +107,7 @@ def _register() -> None:
     app.command("predict", no_args_is_help=True)(finetune.predict)
     app.command("audit", no_args_is_help=True)(audit.audit)
     app.command("ensemble", no_args_is_help=True)(ensemble.ensemble)
+    app.command("embed", no_args_is_help=True)(embed.embed)
     app.command("probe", no_args_is_help=True)(probe_cli.probe)
     app.command("inspect", no_args_is_help=True)(inspect_cli.inspect)
     app.command("demo")(demo.demo)

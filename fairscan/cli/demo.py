@@ -12,8 +12,8 @@ from fairscan.cli._common import console, err_console, progress_bar, state
 DEMO_HELP = """The whole pipeline on synthetic data, no downloads: the README's first command.
 
 Makes a synthetic CheXpert with a planted race gap, prepares it, pre-trains a tiny MAE, fine-tunes two tiny
-models (one from the MAE, one from scratch), predicts, ensembles, audits them together and writes the HTML
-report. A few minutes on 2 CPU cores; run it again and finished steps are skipped.
+models (one from the MAE, one from scratch), predicts, ensembles, audits them together, probes both models'
+features for race and tests their PCA modes by race and sex (KS), and writes the HTML report. A few minutes on 2 CPU cores; run it again and finished steps are skipped.
 
 Examples:
 

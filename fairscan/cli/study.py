@@ -94,7 +94,8 @@ def render_summary(study_json) -> None:
     from fairscan.studies.report import sections
 
     d = load_study(study_json)
-    for s in sections(d)[:4]:
+    shown = sections(d)  # the first four, and where the bias lives when the study looks there
+    for s in [s for i, s in enumerate(shown) if i < 4 or s.key.startswith("representations")]:
         table = Table(title=s.title, title_justify="left", caption=None)
         numeric = s.numeric or [False] * len(s.columns)
         for col, num in zip(s.columns, numeric):

@@ -117,6 +117,12 @@ class InspectResult:
             "tests": [t.to_dict() for t in self.tests],
         }
 
+    def _repr_html_(self) -> str:
+        """How a notebook shows the result: the test table (``fairscan.representations.report``)."""
+        from fairscan.representations.report import inspect_fragment
+
+        return inspect_fragment(self)
+
     def table(self):
         """The tests as a DataFrame (one row per test, with the subgroups' sizes)."""
         import pandas as pd

@@ -34,11 +34,18 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from fairscan import __version__
 from fairscan.errors import InputError
+from fairscan.representations.crossval import (
+    blas_threads,
+    class_metrics,
+    class_proba,
+    cross_validate,
+    fit_probe,
+)
 from fairscan.representations.features import Features, read_features, resolve_settings, subgroups
+from fairscan.representations.permutation import null_distribution, permutation_p, permutation_rng, permuted
 from fairscan.schema import LABEL_PREFIX
 
 PROBE_SCHEMA = "fairscan.probe/1"
-_PERMUTATION_STREAM = 0x9E0B
 
 
 class ProbeSettings(BaseModel):
@@ -70,166 +77,6 @@ class ProbeSettings(BaseModel):
         if not v:
             raise ValueError("name at least one target (e.g. race)")
         return v
-
-
-# ------------------------------------------------------------------------------------------ one procedure
-
-
-@dataclass
-class Scores:
-    """One run of the procedure: per fold, each class's one-vs-rest AUC and the balanced accuracy."""
-
-    auc: np.ndarray  # (folds, classes); NaN where a test fold lacks the class
-    balanced_accuracy: np.ndarray  # (folds,)
-    C: list[float]
-
-    @property
-    def macro_folds(self) -> np.ndarray:
-        return np.nanmean(self.auc, axis=1)
-
-    @property
-    def macro(self) -> float:
-        return float(np.mean(self.macro_folds))
-
-
-def _proba(model, X: np.ndarray, n_classes: int) -> np.ndarray:
-    """Class probabilities with a column for every class (0 for a class the fit never saw)."""
-    scaler, lr = model
-    out = np.zeros((len(X), n_classes))
-    out[:, lr.classes_] = lr.predict_proba(scaler.transform(X))
-    return out
-
-
-def _auc(positive: np.ndarray, score: np.ndarray) -> float:
-    """The Mann-Whitney AUC (ties count half), as scikit-learn's ``roc_auc_score`` gives it without its
-    per-call input checks, which cost more than the statistic in a permutation test's thousands of folds."""
-    from scipy.stats import rankdata
-
-    n_pos = int(positive.sum())
-    n_neg = len(positive) - n_pos
-    return float((rankdata(score)[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
-
-
-def _class_metrics(y: np.ndarray, proba: np.ndarray) -> tuple[np.ndarray, float]:
-    """One-vs-rest AUC per class (NaN if the rows lack it or hold only it) and the balanced accuracy."""
-    k = proba.shape[1]
-    auc = np.full(k, np.nan)
-    for c in range(k):
-        pos = y == c
-        if 0 < pos.sum() < len(y):
-            auc[c] = _auc(pos, proba[:, c])
-    pred = proba.argmax(axis=1)
-    recalls = [np.mean(pred[y == c] == c) for c in range(k) if (y == c).any()]
-    return auc, float(np.mean(recalls))
-
-
-def patient_folds(
-    y: np.ndarray, groups: np.ndarray, folds: int, seed: int
-) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(train rows, test rows) of ``folds`` folds with no group (patient) in two folds, stratified: patients
-    are shuffled (seeded), ordered by class (a patient's class is its first row's), and dealt to the folds in
-    turn, so every fold holds about 1/folds of each class's patients."""
-    groups = np.unique(groups, return_inverse=True)[1]
-    n_groups = int(groups.max()) + 1
-    first = np.zeros(n_groups, dtype=np.int64)
-    first[groups[::-1]] = np.arange(len(groups))[::-1]
-    order = np.random.default_rng(seed).permutation(n_groups)
-    order = order[np.argsort(y[first][order], kind="stable")]
-    fold_of = np.empty(n_groups, dtype=np.int64)
-    fold_of[order] = np.arange(n_groups) % folds
-    row_fold = fold_of[groups]
-    return [(np.flatnonzero(row_fold != j), np.flatnonzero(row_fold == j)) for j in range(folds)]
-
-
-def _choose_c(Xs: np.ndarray, y: np.ndarray, groups: np.ndarray, s: ProbeSettings, k: int) -> float:
-    """The grid's C with the lowest mean log loss over an inner patient-grouped cross-validation."""
-    from sklearn.linear_model import LogisticRegression
-
-    if len(s.grid) == 1:
-        return s.grid[0]
-    loss = np.zeros(len(s.grid))
-    for train, test in patient_folds(y, groups, s.inner_folds, s.seed):
-        # Strongest penalty first, each fit starting from the last one's weights: the path is cheap.
-        lr = LogisticRegression(max_iter=s.max_iter, warm_start=True)
-        for j, c in enumerate(s.grid):
-            lr.set_params(C=c).fit(Xs[train], y[train])
-            proba = np.zeros((len(test), k))
-            proba[:, lr.classes_] = lr.predict_proba(Xs[test])
-            loss[j] += -np.mean(
-                np.log(np.clip(proba[np.arange(len(test)), y[test]], 1e-15, None))
-            )  # log loss
-    return s.grid[int(np.argmin(loss))]
-
-
-SMALL = 4_000_000  # features x rows below which one BLAS thread is fastest
-
-
-def _blas_threads(X: np.ndarray):
-    """One BLAS thread for small problems: their matrix products are too small to share, and threads that
-    wait for work made the permutation test 5x slower on a busy 2-core machine (15 s vs 87 s, measured)."""
-    import contextlib
-
-    from threadpoolctl import threadpool_limits
-
-    return threadpool_limits(1, user_api="blas") if X.size < SMALL else contextlib.nullcontext()
-
-
-def _checked_once():
-    """scikit-learn without its per-call checks: the inputs were validated once, and on small folds the checks
-    cost more than the fits (the permutation test runs thousands of them)."""
-    import sklearn
-
-    return sklearn.config_context(assume_finite=True, skip_parameter_validation=True)
-
-
-def fit_probe(X: np.ndarray, y: np.ndarray, groups: np.ndarray, s: ProbeSettings, k: int):
-    """Standardise, choose C by inner CV, refit on all of X: returns (scaler, logistic regression)."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.preprocessing import StandardScaler
-
-    with _checked_once():
-        scaler = StandardScaler().fit(X)
-        Xs = scaler.transform(X)
-        c = _choose_c(Xs, y, groups, s, k)
-        return scaler, LogisticRegression(C=c, max_iter=s.max_iter).fit(Xs, y)
-
-
-def cross_validate(X: np.ndarray, y: np.ndarray, groups: np.ndarray, s: ProbeSettings, k: int) -> Scores:
-    """The whole procedure once: outer folds over ``groups`` (patients; pass one group per row to see what
-    an image-level split does), a fit per training fold, metrics per test fold."""
-    aucs, bals, cs = [], [], []
-    for train, test in patient_folds(y, groups, s.folds, s.seed):
-        model = fit_probe(X[train], y[train], groups[train], s, k)
-        with _checked_once():
-            auc, bal = _class_metrics(y[test], _proba(model, X[test], k))
-        aucs.append(auc)
-        bals.append(bal)
-        cs.append(float(model[1].C))
-    return Scores(np.array(aucs), np.array(bals), cs)
-
-
-def permuted(y: np.ndarray, patients: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """The target permuted between patients: each patient takes the whole target sequence (in row order) of
-    another patient with the same number of rows."""
-    order = np.argsort(patients, kind="stable")  # rows grouped by patient, file order within
-    sizes = np.bincount(patients)
-    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-    out = y.copy()
-    for size in np.unique(sizes[sizes > 0]):
-        members = np.flatnonzero(sizes == size)
-        if len(members) < 2:
-            continue
-        offsets = np.arange(size)
-        dst = order[starts[members][:, None] + offsets]
-        src = order[starts[rng.permutation(members)][:, None] + offsets]
-        out[dst] = y[src]
-    return out
-
-
-def permutation_p(observed: float, null: np.ndarray) -> float:
-    """(1 + #{null >= observed}) / (n + 1): never 0, exact under exchangeability. A permuted value equal to
-    the observed one up to rounding counts as at least as large (the conservative side)."""
-    return float((1 + np.sum(null >= observed - 1e-12)) / (len(null) + 1))
 
 
 # ------------------------------------------------------------------------------------------------ targets
@@ -370,6 +217,12 @@ class ProbeResult:
                 return p
         raise KeyError(target)
 
+    def _repr_html_(self) -> str:
+        """How a notebook shows the result: the report's tables (``fairscan.representations.report``)."""
+        from fairscan.representations.report import probe_fragment
+
+        return probe_fragment(self.to_dict())
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "schema": PROBE_SCHEMA,
@@ -434,39 +287,13 @@ def _confounder_summary(names: list[str], auc, macro: float, balanced_accuracy: 
     }
 
 
-def _macro(X: np.ndarray, y: np.ndarray, groups: np.ndarray, s: ProbeSettings, k: int) -> float:
-    return cross_validate(X, y, groups, s, k).macro
-
-
-def _null(run: _Run, s: ProbeSettings, index: int, advance) -> np.ndarray:
-    """The whole procedure's macro AUC on each permuted target. The targets are drawn here, in order, and
-    ``jobs`` processes share the reruns, so the p-value does not depend on ``jobs``."""
-    rng = np.random.default_rng([s.seed, _PERMUTATION_STREAM, index])
-    targets = [permuted(run.y, run.groups, rng) for _ in range(s.permutations)]
-    if s.jobs == 1:
-        out = []
-        for y in targets:
-            out.append(_macro(run.X, y, run.groups, s, run.k))
-            advance(1)
-        return np.array(out)
-    from joblib import Parallel, delayed
-
-    out, batch = [], 4 * s.jobs
-    with Parallel(n_jobs=s.jobs) as parallel:
-        for start in range(0, len(targets), batch):
-            chunk = targets[start : start + batch]
-            out += parallel(delayed(_macro)(run.X, y, run.groups, s, run.k) for y in chunk)
-            advance(len(chunk))
-    return np.array(out)
-
-
 def _probe_cv(f: Features, run: _Run, s: ProbeSettings, index: int, progress) -> TargetProbe:
     """Cross-validation on one table, the permutation test, and the confounder check."""
     task = progress.add_task(f"probe {run.t.name}", total=1 + s.permutations) if progress else None
     observed = cross_validate(run.X, run.y, run.groups, s, run.k)
     if progress:
         progress.update(task, advance=1)
-    null = _null(run, s, index, lambda n: progress.update(task, advance=n) if progress else None)
+    null = null_distribution(run, s, index, lambda n: progress.update(task, advance=n) if progress else None)
     p = permutation_p(observed.macro, null) if s.permutations else None
     confounders = None
     if s.confounders:
@@ -490,12 +317,12 @@ def _probe_cv(f: Features, run: _Run, s: ProbeSettings, index: int, progress) ->
 def _probe_across(f: Features, e: Features, fit: _Run, ev: _Run, s: ProbeSettings, index: int, progress):
     """Fit on one table, evaluate on the other; the permutation test permutes the evaluated target."""
     model = fit_probe(fit.X, fit.y, fit.groups, s, fit.k)
-    proba = _proba(model, ev.X, fit.k)
-    auc, bal = _class_metrics(ev.y, proba)
+    proba = class_proba(model, ev.X, fit.k)
+    auc, bal = class_metrics(ev.y, proba)
     macro = float(np.nanmean(auc))
-    rng = np.random.default_rng([s.seed, _PERMUTATION_STREAM, index])
+    rng = permutation_rng(s.seed, index)
     null = np.array(
-        [np.nanmean(_class_metrics(permuted(ev.y, ev.groups, rng), proba)[0]) for _ in range(s.permutations)]
+        [np.nanmean(class_metrics(permuted(ev.y, ev.groups, rng), proba)[0]) for _ in range(s.permutations)]
     )
     p = permutation_p(macro, null) if s.permutations else None
     confounders = None
@@ -505,8 +332,8 @@ def _probe_across(f: Features, e: Features, fit: _Run, ev: _Run, s: ProbeSetting
         names = [n for n in names_f if n in names_e]
         if names:
             cf = fit_probe(Xf[fit.rows][:, [names_f.index(n) for n in names]], fit.y, fit.groups, s, fit.k)
-            ca, cb = _class_metrics(
-                ev.y, _proba(cf, Xe[ev.rows][:, [names_e.index(n) for n in names]], fit.k)
+            ca, cb = class_metrics(
+                ev.y, class_proba(cf, Xe[ev.rows][:, [names_e.index(n) for n in names]], fit.k)
             )
             confounders = _confounder_summary(names, ca, np.nanmean(ca), cb)
     if progress:
@@ -536,7 +363,7 @@ def probe(
     runs = _prepare(f, e, s)
     notes = list(f.notes) + (list(e.notes) if e is not None else [])
     probes = []
-    with warnings.catch_warnings(record=True) as caught, _blas_threads(runs[0][0].X):
+    with warnings.catch_warnings(record=True) as caught, blas_threads(runs[0][0].X):
         warnings.simplefilter("always", ConvergenceWarning)
         for i, (fit, ev) in enumerate(runs):
             probes.append(

@@ -210,6 +210,29 @@ def html(
     )
 
 
+def fragment(title: str, facts, tables: list[Table], notes: list[str]) -> str:
+    """A result as an HTML fragment for a notebook cell (``_repr_html_``): the facts, tables and notes in the
+    audit fragment's style, scoped under a ``fairscan`` class so the notebook's own style is left alone."""
+    from fairscan.report.html import FRAGMENT_CSS, _facts, _table
+
+    css = "".join(f".fairscan {rule}" for rule in FRAGMENT_CSS)
+    body = "".join(f"<h4>{escape(t.title)}</h4>{_table(t, heading=None)}" for t in tables)
+    items = "".join(f"<li>{escape(n)}</li>" for n in notes)
+    return (
+        f'<div class="fairscan"><style>{css}</style><b>{escape(title)}</b>{_facts(facts)}{body}'
+        + (f"<ul>{items}</ul>" if items else "")
+        + "</div>"
+    )
+
+
+def probe_fragment(d: dict) -> str:
+    return fragment("Attribute probe", _probe_facts(d), probe_tables(d), d["notes"])
+
+
+def inspect_fragment(result) -> str:
+    return fragment("Bias inspection", _inspect_facts(result), [inspect_table(result)], result.notes)
+
+
 def _write(
     out_dir: str | os.PathLike, names: dict[str, str], record: dict, md: str, page: str
 ) -> dict[str, Path]:

@@ -53,6 +53,8 @@ class Row:
     label: str
     expected: Any
     predictions: dict[int, Path] = field(default_factory=dict)
+    features: dict[int, Path] = field(default_factory=dict)  # test features per seed (representations)
+    frozen: Path | None = None  # test features of the row's foundation model used frozen
 
 
 @dataclass
@@ -74,6 +76,10 @@ def seed_dir(out: str | Path, seed: int) -> Path:
 
 def predictions_path(run: str | Path, split: str = "test") -> Path:
     return Path(run) / "predictions" / f"{split}.parquet"
+
+
+def features_path(run: str | Path, split: str = "test") -> Path:
+    return Path(run) / "features" / f"{split}.parquet"
 
 
 class _Planner:
@@ -176,10 +182,14 @@ class _Planner:
             )
         )
 
-    def finetune(self, preset: Preset, seed: int) -> tuple[str, Path]:
+    def run_config(self, preset: Preset, seed: int):
+        """The fine-tuning settings of one seed's run (seed s > 0 writes to ``<out>-seed<s>``)."""
         base = _with_options(preset.finetune_config(), self.run_options)
-        out = seed_dir(base.out, seed)
-        cfg = base.model_copy(update={"seed": seed, "out": str(out)})
+        return base.model_copy(update={"seed": seed, "out": str(seed_dir(base.out, seed))})
+
+    def finetune(self, preset: Preset, seed: int) -> tuple[str, Path]:
+        cfg = self.run_config(preset, seed)
+        out = Path(cfg.out)
         deps = [d for d in [self.dataset_for(preset, cfg.manifest)] if d]
         if preset.pretrained_from:
             deps.append(self.pretrain(self.load(preset.pretrained_from)))
@@ -276,6 +286,8 @@ def plan_study(
             f"preset {study.name} is an audit preset: it has nothing to run",
             hint="use it with `fairscan audit --preset`; studies run study, finetune, ensemble or pretrain presets",
         )
+    from fairscan.studies.representations import plan_features, plan_frozen
+
     for entry in section.rows:
         preset = study if entry.preset == study.name else planner.load(entry.preset)
         if preset.stage == "pretrain":
@@ -293,6 +305,14 @@ def plan_study(
                     hint="rows are finetune or ensemble presets",
                 )
             row.predictions[seed] = path
+            if section.representations is not None and preset.stage == "finetune":
+                row.features[seed] = plan_features(planner, preset, seed, section.representations.batch_size)
+        if (
+            section.representations is not None
+            and section.representations.frozen
+            and preset.stage == "finetune"
+        ):
+            row.frozen = plan_frozen(planner, preset, section.representations.batch_size)
         rows.append(row)
     names = [r.preset.name for r in rows]
     for comp in section.comparisons:
@@ -433,14 +453,31 @@ class Runner:
         from fairscan.train.predict import PredictConfig, predict
 
         pcfg = PredictConfig(
-            run=cfg.out, manifest=cfg.manifest, out=str(path), split=split, batch_size=batch_size, **cfg.execution()
+            run=cfg.out,
+            manifest=cfg.manifest,
+            out=str(path),
+            split=split,
+            batch_size=batch_size,
+            **cfg.execution(),
         )
         predict(pcfg, console=self.console, debug=self.debug)
+
+    def embed(self, cfg, path: Path, batch_size: int) -> None:
+        from fairscan.representations.embed import EmbedConfig, embed
+
+        ecfg = EmbedConfig(
+            run=cfg.out, manifest=cfg.manifest, out=str(path), split="test", batch_size=batch_size,
+            **cfg.execution(),
+        )  # fmt: skip
+        embed(ecfg, console=self.console, debug=self.debug)
+
+    def embed_frozen(self, ecfg) -> None:
+        from fairscan.representations.embed import embed
+
+        embed(ecfg, console=self.console, debug=self.debug)
 
     def ensemble(self, ens, members: list[Path], out: Path) -> None:
         from fairscan.fairness.ensemble import write_ensemble
 
         df = write_ensemble(members, out, method=ens.method, weights=ens.weights)
         self.say(f"  {out}: ensemble of {len(members)} models ({ens.method}), {len(df)} images")
-
-

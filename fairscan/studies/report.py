@@ -27,6 +27,7 @@ class Section:
     rows: list[list[str]]
     note: str = ""
     numeric: list[bool] = field(default_factory=list)
+    key: str = ""  # what the console summary picks sections by
 
 
 def ours_cell(m: dict[str, Any]) -> str:
@@ -201,6 +202,10 @@ def sections(d: dict[str, Any]) -> list[Section]:
                     numeric=[False] + [True] * (len(columns) - 1),
                 )
             )
+    if d.get("representations"):
+        from fairscan.studies.representations import representations_sections
+
+        out += representations_sections(d)
     if d["checks"]:
         krows = []
         for c in d["checks"]:

@@ -96,6 +96,11 @@ def study_dict(plan: Plan, *, progress=None) -> dict[str, Any]:
     section = plan.study.study if plan.study.stage == "study" else None
     comparisons = [_comparison(comp, metrics, seeds, by_name) for comp in (section.comparisons if section else [])]
     checks = _checks(section, rows) if section else []
+    representations = None
+    if section is not None and section.representations is not None:
+        from fairscan.studies.representations import representations_dict
+
+        representations = representations_dict(plan, section.representations, rows)
     return {
         "schema": STUDY_SCHEMA,
         "fairscan_version": __version__,
@@ -117,6 +122,7 @@ def study_dict(plan: Plan, *, progress=None) -> dict[str, Any]:
         "notes": sorted({n for a in comparison["models"].values() for n in a.get("notes", [])}),
         "members": {row["preset"]: [names[index[(row["preset"], s)]] for s in plan.seeds] for row in rows},
         "comparison": comparison,
+        "representations": representations,
     }
 
 

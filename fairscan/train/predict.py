@@ -21,11 +21,10 @@ from typing import Annotated, Any, Literal
 from pydantic import Field
 
 from fairscan import __version__
-from fairscan.errors import InputError, RunError
+from fairscan.errors import InputError
 from fairscan.settings import Cli, ExecutionOptions
 
 KEEP = ("image_id", "patient_id", "study_id", "view", "sex", "age", "race")
-GPU_BATCH, CPU_BATCH = 256, 64  # inference holds no activations for backward: a GPU takes large batches
 
 
 class PredictConfig(ExecutionOptions):
@@ -42,9 +41,6 @@ class PredictConfig(ExecutionOptions):
     batch_size: int | None = Field(
         None, ge=1, description="Images per batch and process (default: 256 on a GPU, 64 on the CPU)."
     )
-
-    def resolved_batch_size(self, device_type: str) -> int:
-        return self.batch_size or (GPU_BATCH if device_type == "cuda" else CPU_BATCH)
 
 
 def _inputs(cfg: PredictConfig):
@@ -94,56 +90,28 @@ def _worker(*, settings: dict[str, Any]) -> None:
 
 
 def _run(cfg: PredictConfig, frame, *, console) -> Path | None:
+    from fairscan.models import load_run_model
+    from fairscan.train.inference import over_split
+
+    model, info = load_run_model(cfg.run)
+    return over_split(
+        model, info, frame, cfg, manifest=cfg.manifest, labels=info.labels, batch_size=cfg.batch_size,
+        doing=f"predicting {len(frame)} {cfg.split} images with {cfg.run}", console=console,
+        write=lambda logits, execution: _write(cfg, frame, info, logits, execution),
+    )  # fmt: skip
+
+
+def _write(cfg: PredictConfig, frame, info, logits, execution: dict[str, Any]) -> Path:
+    """The predictions file of the split's logits (in manifest order); ``execution``: processes, precision."""
     import numpy as np
     import pandas as pd
-    import torch
-    from torch.utils.data import DataLoader
 
-    from fairscan.data.dataset import ImageDataset, build_transform, load_size, open_cache
-    from fairscan.data.device_input import DeviceInput
-    from fairscan.data.manifest import manifest_dir_of
     from fairscan.io import fingerprint, sha256_file
-    from fairscan.models import MODEL_WEIGHTS, load_run_model
+    from fairscan.models import MODEL_WEIGHTS
     from fairscan.runs import input_file
     from fairscan.schema import write_predictions
-    from fairscan.train.loop import make_accelerator
-    from fairscan.train.supervised import gather_outputs
 
-    acc = make_accelerator(cpu=cfg.cpu, precision=cfg.precision, seed=0)
-    model, info = load_run_model(cfg.run)
-    channels_last = info.family == "resnet" and acc.device.type == "cuda"
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    manifest_dir = manifest_dir_of(cfg.manifest)
-    dataset = ImageDataset(
-        frame, labels=info.labels, manifest_dir=manifest_dir, decode_size=load_size(info.image_size, info.crop_pct),
-        cache=open_cache(manifest_dir, cfg.cache, enabled=cfg.use_cache),
-        transform=build_transform(info.image_size, train=False, mean=tuple(info.mean),
-                                  interpolation=info.interpolation, crop_pct=info.crop_pct),
-    )  # fmt: skip
-    batch_size = cfg.resolved_batch_size(acc.device.type)
-    loader = DataLoader(
-        dataset, batch_size=batch_size, shuffle=False, num_workers=cfg.resolved_workers(),
-        pin_memory=acc.device.type == "cuda",
-    )  # fmt: skip
-    model, loader = acc.prepare(model, loader)
-    model.eval()
-    if console is not None and acc.is_main_process:
-        console.print(
-            f"predicting {len(dataset)} {cfg.split} images with {cfg.run} ({info.arch}, {acc.num_processes} "
-            f"process(es), {acc.device.type}, {acc.mixed_precision if acc.mixed_precision != 'no' else 'fp32'}, "
-            f"batch {batch_size})",
-            highlight=False,
-        )
-    to_input = DeviceInput(info.mean, info.std, channels_last=channels_last)
-    idx, logits, _ = gather_outputs(model, loader, acc, to_input)  # bf16 autocast when acc runs mixed
-    if not acc.is_main_process:
-        acc.wait_for_everyone()
-        return None
-    if len(idx) != len(dataset) or not np.array_equal(np.sort(idx), np.arange(len(dataset))):
-        raise RunError(f"predictions cover {len(np.unique(idx))} of {len(dataset)} images ({len(idx)} rows)")
-    probs = np.empty_like(logits, dtype=np.float64)
-    probs[idx] = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
+    probs = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
     out = frame[[c for c in KEEP if c in frame.columns]].copy()
     for j, lab in enumerate(info.labels):
         out[f"label_{lab}"] = frame[f"label_{lab}"].to_numpy(dtype=np.float64)
@@ -160,9 +128,7 @@ def _run(cfg: PredictConfig, frame, *, console) -> Path | None:
         "split": cfg.split,
         "images": len(out),
         "image_size": info.image_size,
-        "processes": acc.num_processes,
-        "precision": "fp32" if acc.mixed_precision == "no" else acc.mixed_precision,
+        "processes": execution["processes"],
+        "precision": execution["precision"],
     }
-    write_predictions(out, cfg.out, provenance=provenance)
-    acc.wait_for_everyone()
-    return Path(cfg.out)
+    return write_predictions(out, cfg.out, provenance=provenance)

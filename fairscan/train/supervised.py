@@ -41,9 +41,9 @@ def label_aucs(probs: np.ndarray, targets: np.ndarray, labels: list[str]) -> dic
 
 
 @torch.inference_mode()
-def gather_outputs(model: nn.Module, loader, accelerator, to_input: DeviceInput):
-    """(indices, logits, targets) over a loader, every sample exactly once across processes; ``to_input`` makes
-    the model's input of each uint8 batch on the device."""
+def gather_outputs(model: nn.Module, loader, accelerator, to_input: DeviceInput, on_batch=None):
+    """(indices, outputs, targets) over a loader, every sample exactly once across processes; ``to_input`` makes
+    the model's input of each uint8 batch on the device; ``on_batch()`` after each batch (a progress bar)."""
     from fairscan.train import timing
 
     idx, logits, targets = [], [], []
@@ -54,6 +54,8 @@ def gather_outputs(model: nn.Module, loader, accelerator, to_input: DeviceInput)
         logits.append(z.cpu())
         targets.append(t.cpu())
         timing.step_done("inference")
+        if on_batch is not None:
+            on_batch()
     return torch.cat(idx).numpy(), torch.cat(logits).numpy(), torch.cat(targets).numpy()
 
 
