@@ -6,7 +6,9 @@
   (the manifest plus the record that becomes ``prepare.json``).
 - ``labels`` (label policies), ``demographics`` (race rules), ``splits`` (patient-level splits, the published
   CheXpert split), ``cohorts`` (pre-training pools with leakage checks, the balanced fine-tuning set).
-- ``images`` (decoding JPEG/PNG/DICOM, resolving manifest paths), ``cache`` (the uint8 memory-mapped image cache).
+- ``images`` (decoding JPEG/PNG/DICOM, resolving manifest paths), ``cache`` (the uint8 memory-mapped image cache),
+  ``dataset`` (the torch Dataset and transforms, ending in uint8 grey tensors), ``device_input`` (their
+  conversion to the model's normalised 3-channel input, on the device).
 - ``synthetic`` (with ``synthetic_layouts``): chest-like datasets in each real layout, with a planted subgroup effect.
 
 Nothing heavy is imported here: each module imports pandas / numpy itself.
