@@ -12,7 +12,9 @@ from fairscan.models.build import (
     classifier,
     classifier_name,
     load_run_model,
+    normalisation,
     register_tiny_models,
+    spec_arch,
 )
 from fairscan.models.registry import MODELS, ModelSpec, get_spec
 from fairscan.models.weights import Checkpoint, LoadReport, load_encoder, read_checkpoint, resolve_checkpoint
@@ -35,7 +37,9 @@ __all__ = [
     "get_spec",
     "load_encoder",
     "load_run_model",
+    "normalisation",
     "read_checkpoint",
     "register_tiny_models",
     "resolve_checkpoint",
+    "spec_arch",
 ]

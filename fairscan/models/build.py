@@ -75,6 +75,26 @@ def register_tiny_models() -> None:
     _registered = True
 
 
+def spec_arch(spec, arch: str | None) -> tuple[str, str]:
+    """The architecture to build for registry entry ``spec`` (its own unless ``arch`` is given) and its family;
+    an InputError when that family is not the entry's (its weights would not load)."""
+    arch = arch or spec.arch
+    family = arch_family(arch)
+    if family != spec.family:
+        raise InputError(
+            f"--arch {arch} is a {family} but {spec.name} is a {spec.family}",
+            hint=f"pick a {spec.family} architecture (the registry's is {spec.arch})",
+        )
+    return arch, family
+
+
+def normalisation(spec, ckpt) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Normalisation follows the weights: a fairscan run folder's own, else the registry entry's."""
+    if ckpt is not None and ckpt.info is not None and ckpt.info.mean:
+        return tuple(ckpt.info.mean), tuple(ckpt.info.std)
+    return spec.mean, spec.std
+
+
 def arch_family(arch: str) -> str:
     """``vit`` or ``resnet`` for a timm architecture name; an InputError for anything else."""
     import timm

@@ -131,22 +131,16 @@ def _frozen_model(cfg: EmbedConfig):
 
     from fairscan.models import (
         ModelInfo,
-        arch_family,
         build_model,
         get_spec,
         load_encoder,
+        normalisation,
         resolve_checkpoint,
+        spec_arch,
     )
-    from fairscan.train.finetune import _normalisation
 
     spec = get_spec(cfg.model)
-    arch = cfg.arch or spec.arch
-    family = arch_family(arch)
-    if family != spec.family:
-        raise InputError(
-            f"--arch {arch} is a {family} but {spec.name} is a {spec.family}",
-            hint=f"pick a {spec.family} architecture (the registry's is {spec.arch})",
-        )
+    arch, family = spec_arch(spec, cfg.arch)
     pool = cfg.pool or (spec.pooling if family == "vit" else "avg")
     image_size = cfg.image_size or 224
     model = build_model(arch, num_classes=0, pooling=pool, image_size=image_size)
@@ -161,7 +155,7 @@ def _frozen_model(cfg: EmbedConfig):
         ckpt = replace(ckpt, state_dict=_final_norm_as_fc_norm(model, ckpt.state_dict))
         report = load_encoder(model, ckpt, arch=arch)
         weights["weights"] = {"source": report.source, "format": report.format, "sha256": report.sha256}
-    mean, std = _normalisation(spec, ckpt)
+    mean, std = normalisation(spec, ckpt)
     info = ModelInfo(arch=arch, family=family, pooling=pool, image_size=image_size, labels=[], mean=list(mean),
                      std=list(std), model=spec.name)  # fmt: skip
     model.eval()

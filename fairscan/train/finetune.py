@@ -108,16 +108,10 @@ class FinetuneConfig(MitigationOptions, TrainingOptions):
 
     def resolve(self) -> FinetuneConfig:
         """A copy with every ``None`` filled from the registry entry and the recipe."""
-        from fairscan.models import arch_family, get_spec
+        from fairscan.models import get_spec, spec_arch
 
         spec = get_spec(self.model)
-        arch = self.arch or spec.arch
-        family = arch_family(arch)
-        if family != spec.family:
-            raise InputError(
-                f"--arch {arch} is a {family} but {spec.name} is a {spec.family}",
-                hint=f"pick a {spec.family} architecture (the registry's is {spec.arch})",
-            )
+        arch, family = spec_arch(spec, self.arch)
         values = resolve_mitigation(self.model_dump())  # before the recipe: Group DRO has its own weight decay
         values["arch"] = arch
         for key, default in recipe(spec, arch, linear_probe=self.linear_probe).items():
@@ -294,6 +288,7 @@ def _start_model(cfg: FinetuneConfig, spec, labels: list[str], folder, saved, sa
         build_model,
         classifier_name,
         load_encoder,
+        normalisation,
         resolve_checkpoint,
     )  # fmt: skip
 
@@ -323,7 +318,7 @@ def _start_model(cfg: FinetuneConfig, spec, labels: list[str], folder, saved, sa
                 f"sha256 {report.sha256[:12]}); new: {', '.join(report.initialised) or 'none'}"
                 + (f"; resized {', '.join(report.resized)}" if report.resized else "")
             )
-        mean, std = _normalisation(spec, ckpt)
+        mean, std = normalisation(spec, ckpt)
     before = None
     if cfg.linear_probe:
         prefix = classifier_name(model) + "."
@@ -354,13 +349,6 @@ def _datasets(cfg: FinetuneConfig, train_df, val_df, labels, manifest_dir, mean)
     train_set = ImageDataset(train_df, transform=augment, **common)
     val_set = ImageDataset(val_df, transform=build_transform(cfg.image_size, train=False, mean=mean), **common)
     return train_set, val_set
-
-
-def _normalisation(spec, ckpt) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Normalisation follows the weights: a fairscan run folder's own, else the registry entry's."""
-    if ckpt is not None and ckpt.info is not None and ckpt.info.mean:
-        return tuple(ckpt.info.mean), tuple(ckpt.info.std)
-    return spec.mean, spec.std
 
 
 def _check_backbone(model, out: Path, before: str | None) -> dict[str, Any]:
