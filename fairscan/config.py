@@ -117,7 +117,7 @@ class PredictSection(_Strict):
     """Which splits of the fine-tuning manifest to score (test for the audit; validate for its thresholds)."""
 
     splits: list[Literal["train", "validate", "test"]] = Field(default_factory=lambda: ["test"])
-    batch_size: int = Field(64, ge=1)
+    batch_size: int | None = Field(None, ge=1)  # None: predict's own (256 per process on a GPU, 64 on the CPU)
 
 
 class EnsembleSection(_Strict):
@@ -179,7 +179,7 @@ class RepresentationsSection(_Strict):
     grid: list[float] | None = None  # the probe's C values (default: the probe's, chosen by inner CV)
     permutations: int = Field(100, ge=0)
     pca: int = Field(4, ge=1)
-    batch_size: int = Field(64, ge=1)
+    batch_size: int | None = Field(None, ge=1)  # None: embed's own (256 per process on a GPU, 64 on the CPU)
     frozen: bool = False  # also each row's foundation model used frozen (its pre-trained weights, METHOD 5b pooling)
 
 

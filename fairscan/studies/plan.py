@@ -449,7 +449,7 @@ class Runner:
 
         finetune(cfg, resume=self._resume, console=self.console, debug=self.debug)
 
-    def predict(self, cfg, split: str, path: Path, batch_size: int) -> None:
+    def predict(self, cfg, split: str, path: Path, batch_size: int | None) -> None:
         from fairscan.train.predict import PredictConfig, predict
 
         pcfg = PredictConfig(
@@ -462,7 +462,7 @@ class Runner:
         )
         predict(pcfg, console=self.console, debug=self.debug)
 
-    def embed(self, cfg, path: Path, batch_size: int) -> None:
+    def embed(self, cfg, path: Path, batch_size: int | None) -> None:
         from fairscan.representations.embed import EmbedConfig, embed
 
         ecfg = EmbedConfig(

@@ -23,7 +23,7 @@ REPRESENTATIONS_ALPHA = 0.05
 # ---------------------------------------------------------------------------------------------- planning
 
 
-def plan_features(planner, preset, seed: int, batch_size: int) -> Path:
+def plan_features(planner, preset, seed: int, batch_size: int | None) -> Path:
     """The step embedding the test split with one seed's run (its head's input); done when the file
     records the run's current weights, as a predictions file does."""
     key, _ = planner.finetune(preset, seed)
@@ -45,7 +45,7 @@ def plan_features(planner, preset, seed: int, batch_size: int) -> Path:
     return path
 
 
-def plan_frozen(planner, preset, batch_size: int) -> Path:
+def plan_frozen(planner, preset, batch_size: int | None) -> Path:
     """The step embedding the test split with the row's foundation model used frozen: the fine-tuning's
     model, weights (or random init), architecture and image size; the pooling of the model's recipe."""
     from fairscan.representations.embed import EmbedConfig
