@@ -35,12 +35,6 @@ class RunError(FairscanError):
     exit_code = 1
 
 
-class NotBuiltError(FairscanError):
-    """A reserved command that a later release will provide: exit 1, never pretending to work."""
-
-    exit_code = 1
-
-
 class GateFailed(FairscanError):
     """An audit gate (``--max-gap``, ``--min-auc``) failed: exit 3, for CI scripts."""
 

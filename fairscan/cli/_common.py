@@ -28,11 +28,25 @@ def info(message: str) -> None:
     err_console.print(message, highlight=False, soft_wrap=True)
 
 
-def not_built(command: str, issue: str) -> None:
-    """Reserved commands say so in one line and exit 1 rather than pretending to work."""
-    from fairscan.errors import NotBuiltError
+def numbers(text: str, flag: str) -> list[float]:
+    """`0.01,0.1,1` -> [0.01, 0.1, 1.0], or an InputError naming the option."""
+    from fairscan.errors import InputError
 
-    raise NotBuiltError(f"`fairscan {command}` is not built yet (planned: {issue})")
+    try:
+        values = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise InputError(f"{flag} {text!r}: give numbers separated by commas, e.g. 40,60,80") from None
+    if not values:
+        raise InputError(f"{flag}: give at least one number")
+    return values
+
+
+def writable_folder(out) -> None:
+    """Refuse an --out folder that cannot be written before any work is done (``fairscan.io``'s preflight)."""
+    if out is not None:
+        from fairscan.io import check_output_folder
+
+        check_output_folder(out, "--out")
 
 
 # Options that take several values after one flag (`--attrs sex race`). Click options take one value per

@@ -1,30 +1,10 @@
-"""What `fairscan probe` and `fairscan inspect` share on the command line: option parsing and the output."""
+"""What `fairscan probe` and `fairscan inspect` share on the command line: their output."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from fairscan.cli._common import console, info, warn
-from fairscan.errors import InputError
-
-
-def numbers(text: str, flag: str) -> list[float]:
-    """`0.01,0.1,1` -> [0.01, 0.1, 1.0], or an InputError naming the option."""
-    try:
-        values = [float(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise InputError(f"{flag} {text!r}: give numbers separated by commas, e.g. 40,60,80") from None
-    if not values:
-        raise InputError(f"{flag}: give at least one number")
-    return values
-
-
-def writable_folder(out: Path | None) -> None:
-    """Refuse an --out that cannot be written before any work is done (``fairscan.io``'s preflight)."""
-    if out is not None:
-        from fairscan.io import check_output_folder
-
-        check_output_folder(out, "--out")
 
 
 def emit(record: dict, notes: list[str], tables, *, json_out: bool, out: Path | None, write) -> None:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from fairscan.cli._common import console, info, progress_bar, warn
+from fairscan.cli._common import console, info, numbers, progress_bar, warn, writable_folder
 from fairscan.errors import GateFailed, InputError
 
 EXAMPLES = """
@@ -119,11 +119,9 @@ def audit(
     """
     from fairscan.fairness.audit import AuditConfig
     from fairscan.fairness.mapping import load_mapping
-    from fairscan.io import check_output_folder
     from fairscan.settings import validate
 
-    if out is not None:  # before any prediction is read
-        check_output_folder(out, "--out")
+    writable_folder(out)  # before any prediction is read
     for gate, flag in ((max_gap, "--max-gap"), (min_auc, "--min-auc")):
         if gate is not None and not 0 <= gate <= 1:
             raise InputError(
@@ -140,7 +138,7 @@ def audit(
         balanced_draws=balanced_draws,
         min_pos=min_count,
         min_neg=min_count,
-        age_bins=_floats(age_bins, "--age-bins"),
+        age_bins=numbers(age_bins, "--age-bins"),
         target_fpr=target_fpr,
         tune_thresholds_on_test=tune_on_test,
     )
@@ -230,16 +228,6 @@ def _read(path, mapping):
     from fairscan.schema import read_predictions
 
     return read_predictions(path, mapping=mapping)
-
-
-def _floats(text: str, flag: str) -> list[float]:
-    try:
-        values = [float(x) for x in text.split(",") if x.strip()]
-    except ValueError as exc:
-        raise InputError(f"{flag} {text!r}: give numbers separated by commas, e.g. 40,60,80") from exc
-    if not values:
-        raise InputError(f"{flag}: give at least one edge")
-    return values
 
 
 # The audit settings whose command-line flag is not the setting's name with dashes.

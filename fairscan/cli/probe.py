@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from fairscan.cli._common import progress_bar
-from fairscan.cli._representations import emit, numbers, writable_folder
+from fairscan.cli._common import numbers, progress_bar, writable_folder
+from fairscan.cli._representations import emit
 from fairscan.errors import InputError
 
 EXAMPLES = """

@@ -11,6 +11,7 @@ names under ``${data}``; on the command line they are folders.
 from __future__ import annotations
 
 import shlex
+from abc import abstractmethod
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Union
 
@@ -43,8 +44,10 @@ class DatasetKind(Settings):
         names = [*own, *(k for k in cls.model_fields if k not in own)]
         return {k: cls.model_fields[k] for k in names if k != "kind"}
 
+    @abstractmethod
     def prepare(self, out: Path, data: Path | None = None):
-        raise NotImplementedError
+        """The adapter's :class:`~fairscan.data.manifest.Prepared` for ``out`` (from the raw folder ``data``
+        where the kind reads one); every kind defines it."""
 
     def command(self, out: Path, data: Path | None = None) -> str:
         """The ``fairscan prepare`` command that makes this dataset in ``out``: positional arguments, then every
