@@ -176,6 +176,37 @@ def test_gap_differences_are_bias_corrected_by_hand():
     assert (e["gap_diff_ci"]["race"][0] > 0 or e["gap_diff_ci"]["race"][1] < 0) == (e["gap_diff_p"]["race"] < 0.05)
 
 
+def test_worst_subgroup_differences_by_hand():
+    """The worst subgroup's mean AUC of each model by scikit-learn (an independent implementation), and the paired
+    difference bias-corrected like a FG difference, its p-value and interval from the replicates by hand."""
+    even = {"race": (("White", "Asian", "Black"), (0.5, 0.25, 0.25))}
+    sc = Scenario(patients=600, labels=TWO, groups=even, shift={"race": {"Black": 0.04}})
+    frames = simulate(sc, 11, models=2, model_sd=0.5)
+    c = fairscan.compare(frames, attrs=["race"], names=["a", "b"], n_boot=199, seed=3)
+    e = c.to_dict()["comparison"]["paired"]["b"]
+
+    def worst(df):
+        return min(
+            np.mean([roc_auc_score(df.loc[df.race == g, f"label_{lab}"], df.loc[df.race == g, f"prob_{lab}"])
+                     for lab in TWO])
+            for g in ("White", "Asian", "Black")
+        )  # fmt: skip
+
+    raw = worst(frames[1]) - worst(frames[0])
+    assert e["worst_diff_raw"]["race"] == pytest.approx(raw, abs=1e-12)
+    a, b = c.audits
+    reps = b.replicates["worst:race"] - a.replicates["worst:race"]
+    corrected = raw - (reps.mean() - raw)
+    dev = np.abs(reps - reps.mean())
+    assert e["worst_diff"]["race"] == pytest.approx(corrected)
+    assert e["worst_diff_p"]["race"] == pytest.approx((1 + (dev >= abs(corrected) - 1e-12).sum()) / 200)
+    q = np.sort(dev)[199 - 9]
+    assert e["worst_diff_ci"]["race"] == pytest.approx([corrected - q, corrected + q])
+    # not in the Holm family: the FG differences' Holm p-values are those of {mean AUC, FG race} alone
+    _, holm, _, _ = multitest.multipletests([e["mean_auc_diff_p"], e["gap_diff_p"]["race"]], method="holm")
+    assert [e["mean_auc_diff_p_holm"], e["gap_diff_p_holm"]["race"]] == pytest.approx(holm)
+
+
 def _seed_case(k, shared_sd, own_sd, seed=0):
     """k seeds' differences and replicate deviations: a shared test-set error plus an own error per seed."""
     rng = np.random.default_rng(seed)

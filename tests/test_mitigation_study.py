@@ -18,12 +18,18 @@ def test_the_mitigation_study_reports_each_method_against_erm(tmp_path):
     assert d["metrics"] == ["mean_auc", "gap_sex", "gap_race"]
     for comp in d["comparisons"]:
         assert comp["reference"] == ["mae"]
-        for m in d["metrics"]:
+        assert list(comp["metrics"]) == [*d["metrics"], "worst_sex", "worst_race"]  # the worst subgroup too
+        for m in comp["metrics"]:
             assert set(comp["metrics"][m]) >= {"diff", "ci", "p_value", "method"}
+        # one seed: the study's difference is the comparison's paired one, bias-corrected like a FG difference
+        paired = d["comparison"]["comparison"]["paired"][comp["model"][0]]
+        assert comp["metrics"]["worst_race"]["diff"] == pytest.approx(paired["worst_diff"]["race"])
+        assert comp["metrics"]["worst_race"]["p_value"] == pytest.approx(paired["worst_diff_p"]["race"])
     for row in d["rows"]:
         assert set(row["groups"]["race"]) == {"White", "Asian", "Black"}
         worst = row["worst"]["race"]  # the audit's worst subgroup, with its interval (one seed)
         audit = d["comparison"]["models"][row["preset"]]["summary"]["attrs"]["race"]
         assert worst["mean"] == audit["worst_group_auc"] and worst["ci"] == audit["worst_group_auc_ci"]
     assert "## Worst subgroup: its mean AUC over labels" in written["markdown"].read_text()
+    assert "Worst subgroup by race" in written["markdown"].read_text()  # in the comparisons' table
     assert "groupdro vs ERM" in written["markdown"].read_text().replace("Group DRO", "groupdro")

@@ -27,6 +27,7 @@ study:
   rows:
     - {preset: mae, label: MAE}
     - {preset: vit-scratch, label: Scratch}
+  show: [groups, worst]
   comparisons:
     - name: MAE vs scratch
       model: mae
@@ -185,6 +186,12 @@ def test_more_seeds_only_add_the_new_runs(study_env, first_run, run_cli):
     assert comp["diff"] == pytest.approx(sum(per_seed) / 2) and "t-test over 2 seeds" in comp["method"]
     assert comp["seed_sd"] == pytest.approx(abs(per_seed[0] - per_seed[1]) / 2**0.5)
     assert 0 < comp["p_value"] <= 1 and comp["ci"][0] < comp["diff"] < comp["ci"][1]
+    # the worst subgroup, compared the same way: the seed mean of the per-seed (bias-corrected) differences
+    worst = d["comparisons"][0]["metrics"]["worst_race"]
+    assert "t-test over 2 seeds" in worst["method"] and worst["ci"][0] < worst["diff"] < worst["ci"][1]
+    row = d["rows"][0]["worst"]["race"]  # its seed mean, sd and the interval of that mean
+    assert row["mean"] == pytest.approx(sum(row["values"]) / 2) and row["sd"] is not None
+    assert row["ci"] is None or row["ci"][0] <= row["ci"][1]
 
 
 def test_other_settings_in_a_finished_run_are_an_error(study_env, first_run):

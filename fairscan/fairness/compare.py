@@ -105,17 +105,21 @@ def compare(
 
 
 def metric(result: AuditResult, key: str) -> tuple[float | None, Any, float | None]:
-    """(point, replicates, centre) of ``mean_auc`` or ``gap:<attr>`` for paired statistics."""
-    point = result.mean_auc if key == "mean_auc" else result.gap(key.removeprefix("gap:"))
-    return point, result.replicates.get(key), result.centres.get(key)
+    """(point, replicates, centre) of ``mean_auc``, ``gap:<attr>`` or ``worst:<attr>`` (the worst subgroup's mean
+    AUC) for paired statistics."""
+    kind, _, attr = key.partition(":")
+    point = {"mean_auc": lambda: result.mean_auc, "gap": lambda: result.gap(attr), "worst": lambda: result.worst(attr)}
+    return point[kind](), result.replicates.get(key), result.centres.get(key)
 
 
 def difference(key: str, diff: float, reps, centre: float | None):
-    """(value, replicate deviations) of a paired difference of metric ``key`` (``mean_auc``, ``gap:<attr>`` or
-    ``gap_<attr>``): a difference of gaps is bias-corrected, the mean AUC's is taken as it is."""
+    """(value, replicate deviations) of a paired difference of metric ``key`` (``mean_auc``, ``gap:<attr>``,
+    ``worst:<attr>``, or the study's ``gap_<attr>``, ``worst_<attr>``): a difference of gaps or of worst subgroups
+    is bias-corrected (a maximum or minimum over subgroups is biased, and more so near a tie); the mean AUC's is
+    taken as it is."""
     if reps is None:
         return diff, None
-    prepare = stats.bias_corrected if key.startswith("gap") else stats.centred
+    prepare = stats.bias_corrected if key.startswith(("gap", "worst")) else stats.centred
     return prepare(diff, reps, centre)
 
 
@@ -159,11 +163,16 @@ def comparison_dict(audits: list[AuditResult], ref: str, cfg: AuditConfig) -> di
             continue
         mean = paired(r, base, "mean_auc", cfg)
         gap = {a: paired(r, base, f"gap:{a}", cfg) for a in attrs}
+        worst = {a: paired(r, base, f"worst:{a}", cfg) for a in attrs}
         paired_out[r.name] = {
             "mean_auc_diff": mean["diff"], "mean_auc_diff_ci": mean["ci"], "mean_auc_diff_p": mean["p_value"],
             "gap_diff": {a: g["diff"] for a, g in gap.items()}, "gap_diff_ci": {a: g["ci"] for a, g in gap.items()},
             "gap_diff_p": {a: g["p_value"] for a, g in gap.items()},
             "gap_diff_raw": {a: g["raw"] for a, g in gap.items()},
+            "worst_diff": {a: w["diff"] for a, w in worst.items()},
+            "worst_diff_ci": {a: w["ci"] for a, w in worst.items()},
+            "worst_diff_p": {a: w["p_value"] for a, w in worst.items()},
+            "worst_diff_raw": {a: w["raw"] for a, w in worst.items()},
         }  # fmt: skip
     _holm(paired_out, attrs)
     return {
@@ -175,7 +184,8 @@ def comparison_dict(audits: list[AuditResult], ref: str, cfg: AuditConfig) -> di
             "note": "differences are model minus reference, on the same patient-bootstrap replicates; a difference "
             "of FGs is bias-corrected by the bootstrap (gap_diff_raw: the plain difference); p: two-sided paired "
             "bootstrap (H0: no difference), intervals symmetric and dual to p; p_holm: Holm over the models x "
-            "{mean AUC, FG per attribute}",
+            "{mean AUC, FG per attribute}; worst_diff: the worst subgroup's mean AUC, bias-corrected as a FG "
+            "difference is (worst_diff_raw: the plain difference), outside the Holm family",
         },
     }  # fmt: skip
 

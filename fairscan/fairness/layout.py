@@ -104,12 +104,14 @@ class Zip:
                                  min_count=self.min_count)  # fmt: skip
 
     def headline_replicates(self) -> dict[str, np.ndarray]:
-        """Replicates of the mean AUC and each headline gap, for paired comparisons between models."""
+        """Replicates of the mean AUC, each headline gap and each worst subgroup's mean AUC, for paired
+        comparisons between models."""
         if self.reps is None:
             return {}
         s = self.reps["summary"]
         out = {"mean_auc": s["mean_auc"]}
         out.update({f"gap:{a}": sd["gap"] for a, sd in s["attrs"].items()})
+        out.update({f"worst:{a}": sd["worst_group_auc"] for a, sd in s["attrs"].items()})
         return out
 
     def headline_centres(self) -> dict[str, float]:
@@ -119,6 +121,7 @@ class Zip:
         s = self.centre["summary"]
         out = {"mean_auc": float(s["mean_auc"][0])}
         out.update({f"gap:{a}": float(sd["gap"][0]) for a, sd in s["attrs"].items()})
+        out.update({f"worst:{a}": float(sd["worst_group_auc"][0]) for a, sd in s["attrs"].items()})
         return out
 
 

@@ -49,6 +49,10 @@ class AuditResult:
         """Headline FG of an attribute (fraction)."""
         return self._dict["summary"]["attrs"].get(attr, {}).get("gap")
 
+    def worst(self, attr: str) -> float | None:
+        """Mean AUC of an attribute's worst subgroup (fraction)."""
+        return self._dict["summary"]["attrs"].get(attr, {}).get("worst_group_auc")
+
     def check(self, *, max_gap: float | None = None, min_auc: float | None = None) -> dict[str, Any]:
         """The CI gate: fails when a headline gap exceeds ``max_gap`` or the mean AUC is below ``min_auc``
         (fractions). Records and returns ``{"max_gap", "min_auc", "passed", "reasons"}``."""

@@ -12,7 +12,10 @@ from typing import Any
 
 from fairscan.report._format import MISSING, interval, intervals_text, label_name, pts
 
-METRIC_NAMES = {"mean_auc": "Mean AUC", "gap_sex": "FG sex", "gap_race": "FG race"}
+METRIC_NAMES = {
+    "mean_auc": "Mean AUC", "gap_sex": "FG sex", "gap_race": "FG race",
+    "worst_sex": "Worst subgroup by sex", "worst_race": "Worst subgroup by race",
+}  # fmt: skip
 QUICK_NOTE = (
     "Quick variant: synthetic data and tiny models, a few steps. These numbers test the pipeline; they say "
     "nothing about the paper's."
@@ -97,8 +100,7 @@ def sections(d: dict[str, Any]) -> list[Section]:
         )
         crows = []
         for c in d["comparisons"]:
-            for m in metrics:
-                v = c["metrics"][m]
+            for m, v in c["metrics"].items():
                 agrees = "—" if v["agrees"] is None else ("yes" if v["agrees"] else "no")
                 if v["agrees"] and v["significant"]:
                     agrees += " (p <= 0.05)"
@@ -171,7 +173,7 @@ def sections(d: dict[str, Any]) -> list[Section]:
                 columns=["Row", *(f"worst by {a}" for a in attrs)],
                 rows=wrows,
                 note="AUC points; "
-                + ("mean ± sd over seeds (the worst subgroup of each seed named)" if k > 1 else
+                + ("mean ± sd over seeds [bootstrap interval of that mean] (the worst subgroup of each seed named)" if k > 1 else
                    f"[{d['ci_level'] * 100:g}% simultaneous interval of the worst subgroup's AUC, as the audit's]"),
                 numeric=[False] + [True] * len(attrs),
             )

@@ -90,11 +90,14 @@ def study_dict(plan: Plan, *, progress=None) -> dict[str, Any]:
         comparison = comparison_dict(audits, names[0], cfg)
     attrs = [a for a in cfg.attrs if a in ("sex", "race")]
     metrics = ["mean_auc", *[f"gap_{a}" for a in attrs]]
+    section = plan.study.study if plan.study.stage == "study" else None
+    show = list(section.show) if section else ["groups"]
+    # a study that shows the worst subgroup compares it too (the mitigation study's headline)
+    compared = metrics + ([f"worst_{a}" for a in attrs] if "worst" in show else [])
     seeds = _SeedTable(plan, audits, index, cfg)
     rows = [_study_row(r, metrics, seeds, plan, audits, index, attrs) for r in plan.rows]
     by_name = {row["preset"]: row for row in rows}
-    section = plan.study.study if plan.study.stage == "study" else None
-    comparisons = [_comparison(comp, metrics, seeds, by_name) for comp in (section.comparisons if section else [])]
+    comparisons = [_comparison(comp, compared, seeds, by_name) for comp in (section.comparisons if section else [])]
     checks = _checks(section, rows) if section else []
     representations = None
     if section is not None and section.representations is not None:
@@ -115,7 +118,7 @@ def study_dict(plan: Plan, *, progress=None) -> dict[str, Any]:
         "rows": rows,
         "comparisons": comparisons,
         "checks": checks,
-        "show": list(section.show) if section else ["groups"],
+        "show": show,
         "assumptions": _assumptions(plan),
         "claims": list(plan.study.expected.claims) if plan.study.expected else [],
         "settings": comparison["models"][names[0]]["settings"],
@@ -133,10 +136,11 @@ class _SeedTable:
         self.seeds, self.audits, self.index, self.cfg = plan.seeds, audits, index, cfg
 
     def of(self, name: str, m: str, seed: int):
-        """(point, replicates, centre) of metric ``m`` (``mean_auc`` or ``gap_<attr>``) for one run."""
+        """(point, replicates, centre) of metric ``m`` (``mean_auc``, ``gap_<attr>`` or ``worst_<attr>``) for one
+        run."""
         from fairscan.fairness.compare import metric
 
-        key = "mean_auc" if m == "mean_auc" else f"gap:{m.removeprefix('gap_')}"
+        key = m if m == "mean_auc" else m.replace("_", ":", 1)
         return metric(self.audits[self.index[(name, seed)]], key)
 
     def side(self, group: list[str], m: str, seed: int):
@@ -181,7 +185,7 @@ def _study_row(r: Row, metrics, seeds: _SeedTable, plan: Plan, audits, index, at
     entry["expected_source"] = r.expected.source if r.expected is not None else None
     entry["claims"] = list(r.expected.claims) if r.expected is not None else []
     entry["groups"] = _groups(r, plan.seeds, audits, index, attrs)
-    entry["worst"] = _worst(r, plan.seeds, audits, index, attrs)
+    entry["worst"] = _worst(r, seeds, attrs)
     entry["labels"] = _labels(r, plan.seeds, audits, index, attrs)
     return entry
 
@@ -200,7 +204,7 @@ def _comparison(comp, metrics, seeds: _SeedTable, by_name: dict) -> dict[str, An
     for m in metrics:
         values, devs = _seed_differences(comp, m, seeds)
         test = stats.seed_difference(values, devs, seeds.cfg.ci_level, min_count=stats.boot_min_count(seeds.cfg.n_boot))
-        paper = [[by_name[n]["metrics"][m]["paper"] for n in group] for group in (comp.model, comp.reference)]
+        paper = [[by_name[n]["metrics"].get(m, {}).get("paper") for n in group] for group in (comp.model, comp.reference)]
         known = all(p is not None for side in paper for p in side)
         expect = comp.expect.get(m)
         out["metrics"][m] = {
@@ -257,21 +261,28 @@ def _groups(r: Row, seeds, audits, index, attrs) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _worst(r: Row, seeds, audits, index, attrs) -> dict[str, dict[str, Any]]:
-    """Each attribute's worst subgroup: its mean AUC (seed mean, sd over seeds) and, for one seed, the audit's own
-    interval (a simultaneous band over the subgroups, ``fairscan.fairness.stats.worst_group``)."""
+def _worst(r: Row, seeds: _SeedTable, attrs) -> dict[str, dict[str, Any]]:
+    """Each attribute's worst subgroup: its mean AUC (seed mean, sd over seeds) with, for one seed, the audit's
+    own interval (a simultaneous band over the subgroups, ``fairscan.fairness.stats.worst_group``) and, for
+    several, the bootstrap interval of the seed mean (the test set's error, as the other metrics' intervals)."""
     import numpy as np
+
+    from fairscan.fairness import stats
 
     out: dict[str, dict[str, Any]] = {}
     for attr in attrs:
-        per_seed = [audits[index[(r.preset.name, s)]].summary["attrs"].get(attr) or {} for s in seeds]
+        per_seed = [seeds.audits[seeds.index[(r.preset.name, s)]].summary["attrs"].get(attr) or {} for s in seeds.seeds]
         values = [p.get("worst_group_auc") for p in per_seed]
         known = None not in values
+        mean = float(np.mean(values)) if known else None
+        if len(seeds.seeds) == 1:
+            ci = per_seed[0].get("worst_group_auc_ci")
+        else:
+            _, reps, centre = seeds.mean_over_seeds([r.preset.name], f"worst_{attr}")
+            ci = stats.interval(mean, reps, centre, seeds.cfg.ci_level, min_count=stats.boot_min_count(seeds.cfg.n_boot))
         out[attr] = {
-            "groups": [p.get("worst_group") for p in per_seed], "values": values,
-            "mean": float(np.mean(values)) if known else None,
-            "sd": float(np.std(values, ddof=1)) if known and len(values) > 1 else None,
-            "ci": per_seed[0].get("worst_group_auc_ci") if len(seeds) == 1 else None,
+            "groups": [p.get("worst_group") for p in per_seed], "values": values, "mean": mean,
+            "sd": float(np.std(values, ddof=1)) if known and len(values) > 1 else None, "ci": ci,
         }  # fmt: skip
     return out
 
