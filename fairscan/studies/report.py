@@ -87,7 +87,9 @@ def sections(d: dict[str, Any]) -> list[Section]:
             rows=rows,
             note=f"AUC points; {ours_note}"
             + ("; Δ = ours − paper" if has_paper else "")
-            + ". FG = best minus worst subgroup's mean AUC. Paper: "
+            + ". FG = best minus worst subgroup's mean AUC; its interval is the bootstrap's percentiles, as the "
+            "audit's, and sits above a FG near 0 (noise alone makes FG positive: the audit's adjusted FG corrects "
+            "for it). Paper: "
             + sources,
             numeric=[False] + [True] * (len(columns) - 1),
         )
