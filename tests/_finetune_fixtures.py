@@ -2,6 +2,8 @@
 models, checkpoints written in each official key layout, and one cached fine-tuned run.
 
 Everything is CPU-sized: ``fairscan_vit_micro`` (2 blocks, 64 wide) and ``fairscan_resnetv2_tiny`` at 32 px.
+A plugin of the test suite (``conftest.pytest_plugins``): its fixtures ``single_thread`` (a module takes it with
+``pytestmark = pytest.mark.usefixtures("single_thread")``), ``manifest`` and ``run`` serve every test module.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ import argparse
 import contextlib
 import os
 from pathlib import Path
+
+import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -108,3 +112,21 @@ def mocov3_checkpoint(path: Path, encoder) -> Path:
     sd["module.predictor.1.running_mean"] = torch.zeros(48)
     torch.save({"epoch": 300, "arch": "vit_base", "state_dict": sd, "optimizer": {}, "scaler": {}}, path)
     return path
+
+
+@pytest.fixture
+def single_thread():
+    with one_thread():
+        yield
+
+
+@pytest.fixture
+def manifest(tmp_path_factory) -> Path:
+    """The shared small synthetic CheXpert manifest."""
+    return synthetic_manifest(tmp_path_factory)
+
+
+@pytest.fixture
+def run(tmp_path_factory, run_cli) -> Path:
+    """The shared tiny fine-tuned run (read-only)."""
+    return finetuned_run(tmp_path_factory, run_cli)

@@ -7,27 +7,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests._finetune_fixtures import finetuned_run, one_thread, synthetic_manifest
+from tests._finetune_fixtures import synthetic_manifest
 
 torch = pytest.importorskip("torch")
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    with one_thread():
-        yield
-
-
-@pytest.fixture
-def manifest(tmp_path_factory):
-    return synthetic_manifest(tmp_path_factory)
-
-
-@pytest.fixture
-def run(tmp_path_factory, run_cli):
-    return finetuned_run(tmp_path_factory, run_cli)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def _grey(size: int = 48, seed: int = 0):

@@ -9,30 +9,14 @@ import pytest
 from tests._finetune_fixtures import (
     SIZE,
     VIT,
-    finetuned_run,
     mae_checkpoint,
-    one_thread,
-    synthetic_manifest,
     vit_encoder,
 )
 
 torch = pytest.importorskip("torch")
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    with one_thread():
-        yield
-
-
-@pytest.fixture
-def manifest(tmp_path_factory):
-    return synthetic_manifest(tmp_path_factory)
-
-
-@pytest.fixture
-def run(tmp_path_factory, run_cli):
-    return finetuned_run(tmp_path_factory, run_cli)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def _head_logits(run, feats: np.ndarray) -> np.ndarray:

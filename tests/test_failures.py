@@ -12,16 +12,13 @@ import sys
 import pandas as pd
 import pytest
 
-from tests._finetune_fixtures import TINY_ARGS, finetuned_run, one_thread, synthetic_manifest
+from tests._finetune_fixtures import TINY_ARGS, finetuned_run, synthetic_manifest
 
 torch = pytest.importorskip("torch")
 RUN = ["--model", "mae", "--init", "random", "--epochs", "1", "--batch-size", "8", *TINY_ARGS]
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    with one_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def _one_line(text: str) -> str:

@@ -12,23 +12,13 @@ from tests._finetune_fixtures import (
     VIT,
     mae_checkpoint,
     mocov3_checkpoint,
-    one_thread,
-    synthetic_manifest,
     vit_encoder,
 )
 
 torch = pytest.importorskip("torch")
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    with one_thread():
-        yield
-
-
-@pytest.fixture
-def manifest(tmp_path_factory):
-    return synthetic_manifest(tmp_path_factory)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def _lines(path):

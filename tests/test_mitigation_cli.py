@@ -7,22 +7,14 @@ import json
 
 import pytest
 
-from tests._finetune_fixtures import TINY_ARGS, one_thread, synthetic_manifest
+from tests._finetune_fixtures import TINY_ARGS
 
 torch = pytest.importorskip("torch")
 
 COMMON = ["--model", "mae", "--init", "random", "--epochs", "1", "--batch-size", "8", *TINY_ARGS]
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    with one_thread():
-        yield
-
-
-@pytest.fixture
-def manifest(tmp_path_factory):
-    return synthetic_manifest(tmp_path_factory)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def _variant(manifest, tmp_path, edit, name="m"):

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from tests._finetune_fixtures import TINY_ARGS, one_thread, synthetic_manifest
+from tests._finetune_fixtures import TINY_ARGS, synthetic_manifest
 
 torch = pytest.importorskip("torch")
 
@@ -20,10 +20,7 @@ METHOD_ARGS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    with one_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.mark.parametrize("method", list(METHOD_ARGS))

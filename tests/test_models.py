@@ -13,17 +13,13 @@ from tests._finetune_fixtures import (
     VIT,
     mae_checkpoint,
     mocov3_checkpoint,
-    one_thread,
     vit_encoder,
 )
 
 torch = pytest.importorskip("torch")
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    with one_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def _tiny(spec):

@@ -6,25 +6,10 @@ import json
 
 import pytest
 
-from tests._finetune_fixtures import finetuned_run, one_thread, synthetic_manifest
-
 torch = pytest.importorskip("torch")
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    with one_thread():
-        yield
-
-
-@pytest.fixture
-def manifest(tmp_path_factory):
-    return synthetic_manifest(tmp_path_factory)
-
-
-@pytest.fixture
-def run(tmp_path_factory, run_cli):
-    return finetuned_run(tmp_path_factory, run_cli)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def test_predict_writes_the_predictions_format(run_cli, run, manifest, tmp_path):

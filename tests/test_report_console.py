@@ -198,3 +198,20 @@ def test_render_picks_by_schema_and_rejects_others():
 def test_minimal_audit_renders():
     out = _text(render_audit, {"schema": "fairscan.audit/1", "model": "empty", "labels": {}, "summary": {}})
     assert "Fairness audit · empty" in out and "Mean AUC —" in out
+
+
+def test_a_small_subgroup_is_noted_once():
+    """The audit's note on a subgroup with too few positives is not repeated by the subgroup's own note."""
+    from _preds import make_preds
+
+    import fairscan
+    from fairscan.report._format import all_notes
+
+    df = make_preds(n_images=300, labels=("edema", "effusion"), prevalence=0.1, seed=2)
+    d = fairscan.audit(df, attrs=["race"], n_boot=20, min_pos=8, min_neg=8).to_dict()
+    small = [g for g in ("White", "Asian", "Black")
+             if (d["labels"]["edema"]["attrs"]["race"]["groups"][g].get("note"))]  # fmt: skip
+    assert small, "the fixture needs a subgroup with too few positives"
+    notes = all_notes(d)
+    for g in small:
+        assert sum(f"race={g}" in n and ("edema" in n.lower()) for n in notes) == 1, notes

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests._finetune_fixtures import TINY_ARGS, one_thread, synthetic_manifest
+from tests._finetune_fixtures import TINY_ARGS
 
 torch = pytest.importorskip("torch")
 
@@ -23,15 +23,7 @@ RUN = ["--model", "mae", "--init", "random", "--batch-size", "8", "--lr", "1e-3"
        *TINY_ARGS]  # fmt: skip
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    with one_thread():
-        yield
-
-
-@pytest.fixture
-def manifest(tmp_path_factory):
-    return synthetic_manifest(tmp_path_factory)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def _one_line(text: str) -> str:

@@ -12,10 +12,7 @@ from tests._finetune_fixtures import RESNET, SIZE, VIT, one_thread
 torch = pytest.importorskip("torch")
 
 
-@pytest.fixture(autouse=True)
-def _threads():
-    with one_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def _groups(arch, decay=0.55):

@@ -169,12 +169,14 @@ def group_entry(d: dict, label: str, attr: str, group: str) -> dict:
 
 
 def all_notes(d: dict) -> list[str]:
-    """The audit's own notes, then each subgroup's note (``Edema, race=Black: too few positives``)."""
+    """The audit's own notes, then each subgroup's note (``Edema, race=Black: too few positives``) that the
+    audit's notes do not already give (they name a small subgroup as ``edema: race=Black has ...``)."""
     notes = [str(n) for n in d.get("notes") or []]
+    said = {n.split(" has ", 1)[0] for n in notes if " has " in n}
     for label in labels_of(d):
         for attr in attrs_of(d):
             for group in groups_of(d, attr):
                 note = group_entry(d, label, attr, group).get("note")
-                if note:
+                if note and f"{label}: {attr}={group}" not in said:
                     notes.append(f"{label_name(label)}, {attr}={group}: {note}")
     return notes

@@ -25,7 +25,8 @@ def _auc(x) -> str:
     return "—" if x is None or x != x else f"{x:.3f}"
 
 
-def _p6(p) -> str:
+def p_value_text(p) -> str:
+    """A p-value with six decimals (a permutation p's floor stays readable), or "—"."""
     if p is None:
         return "—"
     return f"{p:.6f}" if p == 0 or p >= 1e-6 else f"{p:.1e}"
@@ -127,8 +128,8 @@ def inspect_table(result) -> Table:
                 Cell(f"{t.a} vs {t.b}"),
                 Cell(f"{t.n_a:,}/{t.n_b:,}"),
                 Cell(f"{t.ks:.4f}"),
-                Cell(_p6(t.p)),
-                Cell(_p6(t.p_adjusted), strong=significant),
+                Cell(p_value_text(t.p)),
+                Cell(p_value_text(t.p_adjusted), strong=significant),
             ]
         )
     return Table(

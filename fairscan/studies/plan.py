@@ -155,7 +155,7 @@ class _Planner:
     # -- stages ------------------------------------------------------------------------------------------
 
     def pretrain(self, preset: Preset) -> str:
-        cfg = _with_options(preset.pretrain, self.run_options)
+        cfg = with_run_options(preset.pretrain, self.run_options)
         deps = [d for m in [*cfg.manifests, *cfg.evaluation] if (d := self.dataset_for(preset, m))]
         out = Path(cfg.out)
         return self._training_step(
@@ -184,7 +184,7 @@ class _Planner:
 
     def run_config(self, preset: Preset, seed: int):
         """The fine-tuning settings of one seed's run (seed s > 0 writes to ``<out>-seed<s>``)."""
-        base = _with_options(preset.finetune_config(), self.run_options)
+        base = with_run_options(preset.finetune_config(), self.run_options)
         return base.model_copy(update={"seed": seed, "out": str(seed_dir(base.out, seed))})
 
     def finetune(self, preset: Preset, seed: int) -> tuple[str, Path]:
@@ -212,7 +212,7 @@ class _Planner:
                     action=lambda runner, cfg=cfg, split=split, path=path, batch=preset.predict.batch_size: (
                         runner.predict(cfg, split, path, batch)
                     ),
-                    check=lambda path=path, out=out: _predictions_state(path, out),
+                    check=lambda path=path, out=out: predictions_state(path, out),
                     deps=[key],
                 )
             )
@@ -354,12 +354,14 @@ def _ordered(steps: dict[str, Step]) -> list[Step]:
 # ----------------------------------------------------------------------------------------- step states
 
 
-def _with_options(cfg, options: dict[str, Any]):
+def with_run_options(cfg, options: dict[str, Any]):
+    """A stage's settings with the study's execution options (``--gpus``, ``--workers`` ...) that it has."""
     keep = {k: v for k, v in options.items() if k in type(cfg).model_fields and v is not None}
     return cfg.model_copy(update=keep) if keep else cfg
 
 
-def _predictions_state(path: Path, run: Path) -> str:
+def predictions_state(path: Path, run: Path) -> str:
+    """``done`` when the predictions at ``path`` come from the model the run at ``run`` exports now."""
     if not path.exists():
         return "todo"
     from fairscan.io import parquet_metadata

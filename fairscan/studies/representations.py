@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from fairscan.studies.plan import Step, _predictions_state, _with_options, features_path
+from fairscan.studies.plan import Step, features_path, predictions_state, with_run_options
 
 REPRESENTATIONS_ALPHA = 0.05
 
@@ -38,7 +38,7 @@ def plan_features(planner, preset, seed: int, batch_size: int | None) -> Path:
             command=f"fairscan embed {out} --manifest {cfg.manifest} --split test -o {path}",
             out=path,
             action=lambda runner, cfg=cfg, path=path: runner.embed(cfg, path, batch_size),
-            check=lambda path=path, out=out: _predictions_state(path, out),
+            check=lambda path=path, out=out: predictions_state(path, out),
             deps=[key],
         )
     )
@@ -50,7 +50,7 @@ def plan_frozen(planner, preset, batch_size: int | None) -> Path:
     model, weights (or random init), architecture and image size; the pooling of the model's recipe."""
     from fairscan.representations.embed import EmbedConfig
 
-    cfg = _with_options(preset.finetune_config(), planner.run_options)
+    cfg = with_run_options(preset.finetune_config(), planner.run_options)
     path = Path(preset.paths.runs) / "frozen" / preset.name / "test.parquet"
     ecfg = EmbedConfig(
         model=cfg.model, weights=cfg.weights, init=cfg.init, arch=cfg.arch, image_size=cfg.image_size,
@@ -212,7 +212,7 @@ def representations_sections(d: dict[str, Any]) -> list:
 
 
 def _ks_section(r: dict[str, Any], rep: dict[str, Any], section_type):
-    from fairscan.representations.report import _p6
+    from fairscan.representations.report import p_value_text
 
     rows = [
         [
@@ -220,8 +220,8 @@ def _ks_section(r: dict[str, Any], rep: dict[str, Any], section_type):
             t["attr"],
             f"{t['a']} vs {t['b']}",
             f"{t['ks']:.4f}",
-            _p6(t["p"]),
-            _p6(t["p_adjusted"]),
+            p_value_text(t["p"]),
+            p_value_text(t["p_adjusted"]),
         ]
         for t in r["ks_tests"]
     ]
