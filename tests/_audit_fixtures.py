@@ -282,6 +282,15 @@ def make_comparison(names: tuple[str, ...] = ("mae", "moco_v3", "bit"), *, inter
             "mean_auc_diff_p_holm": 0.004 if i == 1 else 1.0,
             "gap_diff_p": {a: 0.002 if i == 1 else 0.5 for a in attrs},
             "gap_diff_p_holm": {a: 0.008 if i == 1 else 1.0 for a in attrs},
+            # the worst subgroup: its interval excludes 0 for the third model only (the marks differ by column)
+            "worst_diff": {a: -d_gap[a] / 2 for a in attrs},
+            "worst_diff_ci": (
+                {a: [-d_gap[a] / 2 - (0.0004 if i == 2 else 0.5), -d_gap[a] / 2 + (0.0004 if i == 2 else 0.5)]
+                 for a in attrs}
+                if intervals
+                else None
+            ),  # fmt: skip
+            "worst_diff_p": {a: 0.03 if i == 2 else 0.7 for a in attrs},
         }
     return {
         "schema": "fairscan.comparison/2",

@@ -267,3 +267,32 @@ def check_comparison_table(d: dict, header: list[str], rows: list[list[str]]) ->
             checked += 1
         checked += 1 + 2 * len(attrs)
     return checked
+
+
+def check_worst_comparison_table(d: dict, header: list[str], rows: list[list[str]]) -> int:
+    """The worst-subgroup table: each model's worst subgroup (value, interval, name) and its paired Δ."""
+    c = d["comparison"]
+    ref, attrs = c["reference"], c["attrs"]
+    col = {h: i for i, h in enumerate(header)}
+    assert [clean(r[0]) for r in rows] == [r["model"] for r in c["rows"]]
+    checked = 0
+    for r, row in zip(c["rows"], rows, strict=True):
+        name_ = r["model"]
+        for a in attrs:
+            s = d["models"][name_]["summary"]["attrs"][a]
+            text = clean(row[col[f"Worst {a}"]])
+            assert text.endswith(f" {s['worst_group']}"), text
+            assert_points(text[: -len(s["worst_group"]) - 1], s["worst_group_auc"], s.get("worst_group_auc_ci"))
+            checked += 1
+        if name_ == ref:
+            assert clean(row[col[f"Δ worst {attrs[0]}"]]) == "reference"
+            continue
+        p = c["paired"][name_]
+        for a in attrs:
+            text, ci = row[col[f"Δ worst {a}"]], (p.get("worst_diff_ci") or {}).get(a)
+            assert_points(text, p["worst_diff"][a], ci, where=f"{name_} Δ worst {a}")
+            assert float(CELL.match(clean(text))["p"]) == float(f"{p['worst_diff_p'][a]:.3g}"), text  # raw p
+            excludes = ci is not None and (ci[0] > 0 or ci[1] < 0)
+            assert ("*" in clean(text).split(" ")[0]) == excludes, f"{name_}: mark wrong in {text!r}"
+            checked += 1
+    return checked

@@ -215,3 +215,16 @@ def test_a_small_subgroup_is_noted_once():
     notes = all_notes(d)
     for g in small:
         assert sum(f"race={g}" in n and ("edema" in n.lower()) for n in notes) == 1, notes
+
+
+def test_comparison_shows_the_worst_subgroups_and_old_files_do_without():
+    d = make_comparison()
+    out = _text(render_comparison, d)
+    assert "Worst subgroups compared" in out and "not Holm-adjusted" in out
+    for p in d["comparison"]["paired"].values():
+        for a, value in p["worst_diff"].items():
+            assert f"{100 * value:+.2f}" in out, a
+    for p in d["comparison"]["paired"].values():  # a comparison written before worst_diff existed
+        for key in ("worst_diff", "worst_diff_ci", "worst_diff_p"):
+            del p[key]
+    assert "Worst subgroups compared" not in _text(render_comparison, d)

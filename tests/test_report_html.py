@@ -10,7 +10,13 @@ import subprocess
 
 import pytest
 from _audit_fixtures import make_audit, make_comparison
-from _report_checks import assert_points, check_audit_tables, check_comparison_table, html_tables
+from _report_checks import (
+    assert_points,
+    check_audit_tables,
+    check_comparison_table,
+    check_worst_comparison_table,
+    html_tables,
+)
 
 from fairscan.errors import InputError
 from fairscan.report import REPORT_FILES, write_report
@@ -89,6 +95,7 @@ def test_comparison_page(tmp_path):
     page = comparison_html(d)
     _assert_self_contained(page)
     assert check_comparison_table(d, *html_tables(page)["comparison"]) > 10
+    assert check_worst_comparison_table(d, *html_tables(page)["worst-comparison"]) == 3 * 2 + 2 * 2
     assert len(_images(page)) == 1 and '<figure id="fig-scatter">' in page
     for name in d["models"]:
         assert f"<h3>{name}</h3>" in page

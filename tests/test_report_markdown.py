@@ -10,6 +10,7 @@ from _report_checks import (
     assert_points,
     check_audit_tables,
     check_comparison_table,
+    check_worst_comparison_table,
     keyed_markdown_tables,
     markdown_tables,
 )
@@ -93,6 +94,8 @@ def test_comparison_round_trip():
     assert "AUC points" in md and "JSON holds fractions" in md
     header, rows = next(t for t in markdown_tables(md) if t[0][0] == "Model")
     assert check_comparison_table(d, header, rows) > 10
+    header, rows = next(t for t in markdown_tables(md) if t[0][0] == "Model" and "Worst sex" in t[0])
+    assert check_worst_comparison_table(d, header, rows) == 3 * 2 + 2 * 2
     for a, c in d["comparison"]["fs_constant"].items():
         assert f"{a} {c * 100:.2f}" in md  # C is stated
     for name in d["models"]:

@@ -439,6 +439,44 @@ def comparison_table(d: dict) -> Table:
     )
 
 
+def worst_comparison_table(d: dict) -> Table | None:
+    """One row per model: each attribute's worst subgroup (its mean AUC, simultaneous interval and name) and
+    the paired difference from the reference's worst subgroup. None for a comparison without them (0.1's)."""
+    c = d.get("comparison") or {}
+    attrs, ref, paired = list(c.get("attrs") or []), c.get("reference"), c.get("paired") or {}
+    if not attrs or not any("worst_diff" in p for p in paired.values()):
+        return None
+    rows = []
+    for r in c.get("rows") or []:
+        name = r.get("model")
+        summary = ((d.get("models") or {}).get(name) or {}).get("summary") or {}
+        row = [Cell(str(name), strong=name == ref)]
+        for a in attrs:
+            s = (summary.get("attrs") or {}).get(a) or {}
+            cell = _value(s.get("worst_group_auc"), s.get("worst_group_auc_ci"))
+            row.append(Cell(cell.text, cell.ci, extra=str(s.get("worst_group") or "")))
+        p = paired.get(name)
+        if name == ref or not p:
+            row += [Cell("reference" if name == ref else MISSING)] * len(attrs)
+        else:
+            row += [_diff((p.get("worst_diff") or {}).get(a), (p.get("worst_diff_ci") or {}).get(a),
+                          (p.get("worst_diff_p") or {}).get(a)) for a in attrs]  # fmt: skip
+        rows.append(row)
+    return Table(
+        key="worst-comparison",
+        title=f"Worst subgroups compared (Δ = model − {ref})",
+        columns=["Model", *(f"Worst {a}" for a in attrs), *(f"Δ worst {a}" for a in attrs)],
+        rows=rows,
+        numeric=[False] + [True] * (2 * len(attrs)),
+        caption=(
+            "Each attribute's worst subgroup: its mean AUC over labels with the audit's simultaneous interval, "
+            f"and its name. Δ worst is the paired difference of the worst subgroups' mean AUCs (whichever "
+            f"subgroup is worst for each model), bias-corrected as Δ FG is; {EXCLUDES_ZERO_MARK} and bold: its "
+            "interval excludes 0; p: paired bootstrap, not Holm-adjusted (outside the table above's family)."
+        ),
+    )
+
+
 def _comparison_ci_suffix(d: dict) -> str:
     for audit in (d.get("models") or {}).values():
         return ci_suffix(audit)

@@ -41,6 +41,7 @@ from fairscan.report._tables import (
     mean_auc_cell,
     threshold_table,
     thresholds_text,
+    worst_comparison_table,
 )
 
 NARROW_NOTE = "Intervals left out: the terminal is too narrow for them (see report.md or the JSON)."
@@ -267,9 +268,8 @@ def render_comparison(d: dict, console: Console, *, compact: bool = False) -> No
         *filter(None, [_gate_line(d)]),
     )
     console.print(Panel(head, title="[bold]Fairness comparison[/]", title_align="left"))
-    console.print(
-        Group(*_fitted(console, comparison_table(d), console.width, _NO_INTERVALS if compact else _TWO_LINES))
-    )
+    for table in filter(None, [comparison_table(d), worst_comparison_table(d)]):
+        console.print(Group(*_fitted(console, table, console.width, _NO_INTERVALS if compact else _TWO_LINES)))
     notes = _notes_panel(comparison_notes(d))
     if notes is not None:
         console.print(notes)

@@ -33,6 +33,7 @@ from fairscan.report._tables import (
     subgroup_detail_table,
     threshold_table,
     thresholds_text,
+    worst_comparison_table,
 )
 
 CSS = """
@@ -301,6 +302,9 @@ def comparison_html(d: dict) -> str:
     body.append(
         _table(comparison_table(d), heading=None, row_class=lambda r: "ref" if r[0].text == ref else "")
     )
+    worst = worst_comparison_table(d)
+    if worst is not None:
+        body.append(_table(worst, heading="h3", row_class=lambda r: "ref" if r[0].text == ref else ""))
     body.append("</section>")
     if (d.get("comparison") or {}).get("attrs") and (d.get("comparison") or {}).get("rows"):
         fig = _figure(

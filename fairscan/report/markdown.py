@@ -26,6 +26,7 @@ from fairscan.report._tables import (
     subgroup_detail_table,
     threshold_table,
     thresholds_text,
+    worst_comparison_table,
 )
 
 
@@ -112,6 +113,9 @@ def comparison_markdown(d: dict) -> str:
     if gate is not None:
         lines += [f"**Gate:** {_esc(gate[1])}", ""]
     lines += _table(comparison_table(d), heading="##")
+    worst = worst_comparison_table(d)
+    if worst is not None:
+        lines += _table(worst, heading="##")
     lines += ["## Models", ""]
     for name, audit in models.items():
         lines += [f"### {_esc(name)}", "", _facts(header_facts(audit)), "", *_summary(audit, level="###")]
