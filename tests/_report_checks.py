@@ -233,13 +233,19 @@ def check_audit_tables(d: dict, tables: dict) -> int:
     return checked
 
 
+def _model_rows(d: dict, header: list[str], rows: list[list[str]]):
+    """A comparison table's rows, one per model in the JSON's order: (JSON row, table row, column index)."""
+    c = d["comparison"]
+    col = {h: i for i, h in enumerate(header)}
+    assert [clean(r[0]) for r in rows] == [r["model"] for r in c["rows"]]
+    return [(r, row, col) for r, row in zip(c["rows"], rows, strict=True)]
+
+
 def check_comparison_table(d: dict, header: list[str], rows: list[list[str]]) -> int:
     c = d["comparison"]
     ref, attrs = c["reference"], c["attrs"]
-    col = {h: i for i, h in enumerate(header)}
-    assert [clean(r[0]) for r in rows] == [r["model"] for r in c["rows"]]
     checked = 0
-    for r, row in zip(c["rows"], rows, strict=True):
+    for r, row, col in _model_rows(d, header, rows):
         name_ = r["model"]
         summary = d["models"][name_]["summary"]
         assert_points(row[col["Mean AUC"]], r["mean_auc"], summary.get("mean_auc_ci"), where=name_)
@@ -273,10 +279,8 @@ def check_worst_comparison_table(d: dict, header: list[str], rows: list[list[str
     """The worst-subgroup table: each model's worst subgroup (value, interval, name) and its paired Δ."""
     c = d["comparison"]
     ref, attrs = c["reference"], c["attrs"]
-    col = {h: i for i, h in enumerate(header)}
-    assert [clean(r[0]) for r in rows] == [r["model"] for r in c["rows"]]
     checked = 0
-    for r, row in zip(c["rows"], rows, strict=True):
+    for r, row, col in _model_rows(d, header, rows):
         name_ = r["model"]
         for a in attrs:
             s = d["models"][name_]["summary"]["attrs"][a]

@@ -108,8 +108,11 @@ def metric(result: AuditResult, key: str) -> tuple[float | None, Any, float | No
     """(point, replicates, centre) of ``mean_auc``, ``gap:<attr>`` or ``worst:<attr>`` (the worst subgroup's mean
     AUC) for paired statistics."""
     kind, _, attr = key.partition(":")
-    point = {"mean_auc": lambda: result.mean_auc, "gap": lambda: result.gap(attr), "worst": lambda: result.worst(attr)}
-    return point[kind](), result.replicates.get(key), result.centres.get(key)
+    if kind == "mean_auc":
+        point = result.mean_auc
+    else:
+        point = result.gap(attr) if kind == "gap" else result.worst(attr)
+    return point, result.replicates.get(key), result.centres.get(key)
 
 
 def difference(key: str, diff: float, reps, centre: float | None):

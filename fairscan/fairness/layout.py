@@ -36,6 +36,10 @@ MULTIPLICITY = (
 
 
 
+# The per-attribute statistics that paired comparisons take (``compare.metric``): key prefix -> summary entry.
+HEADLINE = {"gap": "gap", "worst": "worst_group_auc"}
+
+
 def _num(x) -> float | None:
     x = float(x)
     return None if np.isnan(x) else x
@@ -110,8 +114,7 @@ class Zip:
             return {}
         s = self.reps["summary"]
         out = {"mean_auc": s["mean_auc"]}
-        out.update({f"gap:{a}": sd["gap"] for a, sd in s["attrs"].items()})
-        out.update({f"worst:{a}": sd["worst_group_auc"] for a, sd in s["attrs"].items()})
+        out.update({f"{key}:{a}": sd[stat] for key, stat in HEADLINE.items() for a, sd in s["attrs"].items()})
         return out
 
     def headline_centres(self) -> dict[str, float]:
@@ -120,8 +123,7 @@ class Zip:
             return {}
         s = self.centre["summary"]
         out = {"mean_auc": float(s["mean_auc"][0])}
-        out.update({f"gap:{a}": float(sd["gap"][0]) for a, sd in s["attrs"].items()})
-        out.update({f"worst:{a}": float(sd["worst_group_auc"][0]) for a, sd in s["attrs"].items()})
+        out.update({f"{key}:{a}": float(sd[stat][0]) for key, stat in HEADLINE.items() for a, sd in s["attrs"].items()})
         return out
 
 
